@@ -1,0 +1,3 @@
+from citypilot.cli.main import run
+
+run()

@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): REST under /api/v1, health, metrics."""

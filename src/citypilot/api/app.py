@@ -1,0 +1,164 @@
+"""The control centre's HTTP application.
+
+``create_app`` wires the routers, the error format, the middleware (request size limit, access log,
+metrics) and checks that every route declares who may call it. The lifespan opens the PostgreSQL pool
+and the NATS connection against endpoints that ``Infrastructure`` brought up beforehand.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import nats
+from fastapi import FastAPI
+from prometheus_client import Counter, Histogram
+from psycopg_pool import AsyncConnectionPool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from citypilot import __version__
+from citypilot.auth.tokens import load_or_create_secret
+from citypilot.config import Config
+from citypilot.equipment.catalog import default_catalog
+from citypilot.geo.communes import metropole
+from citypilot.runtime.infrastructure import Endpoints
+
+from . import problems
+from .context import AppContext
+from .problems import problem_response
+from .routes import assets, auth, catalog, health, users
+from .security import LoginThrottle, audit_routes
+
+log = logging.getLogger("citypilot.http")
+
+HTTP_REQUESTS = Counter("citypilot_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
+HTTP_LATENCY = Histogram("citypilot_http_request_duration_seconds", "HTTP request duration", ["method", "route"],
+                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies larger than the configured limit (413) before reading them whole."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = f"request body larger than {self.max_bytes} bytes (CITYPILOT_HTTP_MAX_BODY_BYTES)"
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await problem_response(413, detail)(scope, receive, send)
+                    return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await problem_response(413, detail)(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class AccessLogMiddleware:
+    """One JSON log line and two metrics per request, labelled with the route template (not the URL)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
+            HTTP_LATENCY.labels(scope["method"], template).observe(elapsed)
+            principal = getattr(scope.get("state", {}).get("principal"), "username", None) if isinstance(scope.get("state"), dict) else None
+            log.info("request", extra={"method": scope["method"], "path": scope["path"], "status": status,
+                                       "duration_ms": round(elapsed * 1000, 2), "user": principal,
+                                       "client": (scope.get("client") or ("", 0))[0]})
+
+
+async def connect_nats(url: str) -> Any:
+    """A NATS connection that keeps reconnecting (readiness reports when it is down)."""
+    return await nats.connect(url, name="citypilot-api", connect_timeout=5, max_reconnect_attempts=-1,
+                              reconnect_time_wait=1, allow_reconnect=True)
+
+
+def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = AsyncConnectionPool(endpoints.database_url, min_size=1, max_size=config.database_pool_size,
+                                   open=False, kwargs={"application_name": "citypilot"})
+        await pool.open(wait=True, timeout=15)
+        nc = await connect_nats(endpoints.nats_url) if endpoints.nats_url else None
+        app.state.context = AppContext(
+            config=config, endpoints=endpoints, pool=pool, catalog=default_catalog(), communes=metropole(),
+            secret_key=load_or_create_secret(config.auth_secret_key, config.data_dir), nats=nc,
+        )
+        log.info("citypilot ready", extra={"version": __version__, "mqtt": endpoints.mqtt_url,
+                                           "embedded_database": endpoints.embedded_database,
+                                           "embedded_nats": endpoints.embedded_nats})
+        try:
+            yield
+        finally:
+            if nc is not None:
+                await nc.drain()
+            await pool.close()
+
+    app = FastAPI(
+        title="citypilot", version=__version__, lifespan=lifespan,
+        description="The urban hypervisor's API. Every route needs a bearer token from /api/v1/auth/login "
+                    "unless marked public; `x-roles` lists the roles allowed.",
+        openapi_url="/api/openapi.json", docs_url=None, redoc_url=None,  # no CDN-served docs UI: works offline
+    )
+    app.state.login_throttle = LoginThrottle()
+    problems.install(app)
+    for router in (health.router, auth.router, catalog.router, assets.router, users.router):
+        app.include_router(router)
+    audit_routes(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.http_max_body_bytes)
+    app.add_middleware(AccessLogMiddleware)
+    return app

@@ -1,0 +1,30 @@
+"""What request handlers need, built once per process by the application's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from psycopg_pool import AsyncConnectionPool
+
+from citypilot.config import Config
+from citypilot.equipment.catalog import Catalog
+from citypilot.geo.communes import Communes
+from citypilot.runtime.infrastructure import Endpoints
+
+
+@dataclass
+class AppContext:
+    config: Config
+    endpoints: Endpoints
+    pool: AsyncConnectionPool
+    catalog: Catalog
+    communes: Communes
+    secret_key: str
+    nats: Any = None  # nats.aio.client.Client when connected
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def get_context(request: Request) -> AppContext:
+    return request.app.state.context

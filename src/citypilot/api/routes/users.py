@@ -1,0 +1,79 @@
+"""Accounts administration (admins; the DPO may read the list for audits)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from citypilot.auth import accounts
+from citypilot.auth.accounts import AccountError, Principal, UserExists
+from citypilot.auth.passwords import WeakPassword
+from citypilot.auth.roles import ACCOUNT_ADMINS, Role
+
+from ..context import AppContext, get_context
+from ..problems import Problem
+from ..security import allow
+
+router = APIRouter(prefix="/api/v1/users", tags=["accounts"])
+
+RoleName = Literal["admin", "supervisor", "operator", "police", "service_coordinator", "field_agent", "switchboard",
+                   "dpo", "read_only"]
+
+
+class NewUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=2, max_length=64)
+    role: RoleName
+    password: str = Field(min_length=1, max_length=1024)
+    service: str | None = Field(None, max_length=40)
+    display_name: str | None = Field(None, max_length=120)
+
+
+class UserChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    password: str | None = Field(None, min_length=1, max_length=1024)
+    disabled: bool | None = None
+
+
+@router.get("", summary="List accounts")
+async def list_users(principal: Principal = allow(ACCOUNT_ADMINS, Role.DPO),
+                     context: AppContext = Depends(get_context)) -> list[dict[str, Any]]:
+    async with context.pool.connection() as conn:
+        return await accounts.list_users(conn)
+
+
+@router.post("", status_code=201, summary="Create an account", responses={409: {"description": "user exists"}})
+async def create_user(body: NewUser, principal: Principal = allow(ACCOUNT_ADMINS),
+                      context: AppContext = Depends(get_context)) -> dict[str, Any]:
+    try:
+        async with context.pool.connection() as conn:
+            await accounts.add_user(conn, body.username, body.role, body.password, services=dict(context.catalog.services),
+                                    service=body.service, display_name=body.display_name)
+    except UserExists as exc:
+        raise Problem(409, str(exc), type_="duplicate-id") from None
+    except (AccountError, WeakPassword) as exc:
+        raise Problem(422, str(exc), type_="invalid-input") from None
+    return {"username": body.username, "role": body.role, "service": body.service}
+
+
+@router.patch("/{username}", summary="Change an account's password or disable it (ends its sessions)")
+async def change_user(username: str, body: UserChange, principal: Principal = allow(ACCOUNT_ADMINS),
+                      context: AppContext = Depends(get_context)) -> dict[str, Any]:
+    if body.password is None and body.disabled is None:
+        raise Problem(422, "nothing to change: send password or disabled", type_="invalid-input")
+    if body.disabled and username == principal.username:
+        raise Problem(409, "an administrator cannot disable their own account")
+    try:
+        async with context.pool.connection() as conn:
+            async with conn.transaction():
+                if body.password is not None:
+                    await accounts.set_password(conn, username, body.password)
+                if body.disabled is not None:
+                    await accounts.set_disabled(conn, username, body.disabled)
+    except WeakPassword as exc:
+        raise Problem(422, str(exc), type_="invalid-input") from None
+    except AccountError as exc:
+        raise Problem(404, str(exc)) from None
+    return {"username": username, "updated": True}

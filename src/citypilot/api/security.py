@@ -1,0 +1,157 @@
+"""Who may call what.
+
+Each route declares its access with exactly one of ``allow(roles...)`` or ``PUBLIC``. ``audit_routes``
+runs when the application is built and refuses to start if any route declares neither, so that an
+endpoint cannot be left open by forgetting. The allowed roles are also written into the OpenAPI
+document (``x-roles``) for integrators.
+
+A caller authenticates with ``Authorization: Bearer <token>`` (API clients) or the session cookie set
+at login (the web UI). With the cookie, state-changing requests must come from the same origin.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+from typing import Any, Iterable
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from citypilot.auth import accounts, tokens
+from citypilot.auth.accounts import Principal
+
+from .context import get_context
+from .problems import Problem
+
+SESSION_COOKIE = "citypilot_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_bearer = HTTPBearer(auto_error=False, description="Token from POST /api/v1/auth/login")
+
+
+def _unauthenticated(detail: str = "authentication required: log in and send the token") -> Problem:
+    return Problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="citypilot"'})
+
+
+def _same_origin(request: Request) -> bool:
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if not origin:
+        return False
+    from urllib.parse import urlsplit
+
+    return urlsplit(origin).netloc == request.headers.get("host")
+
+
+async def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    token = credentials.credentials if credentials else None
+    from_cookie = False
+    if token is None:
+        token = request.cookies.get(SESSION_COOKIE)
+        from_cookie = token is not None
+    if not token:
+        raise _unauthenticated()
+    context = get_context(request)
+    try:
+        claims = tokens.decode(context.secret_key, token)
+    except tokens.InvalidToken:
+        raise _unauthenticated("invalid or expired token: log in again") from None
+    async with context.pool.connection() as conn:
+        principal = await accounts.resolve_session(conn, claims)
+    if principal is None:
+        raise _unauthenticated("session ended (logged out, expired or account disabled): log in again")
+    if from_cookie and request.method not in SAFE_METHODS and not _same_origin(request):
+        raise Problem(403, "cross-origin request refused: a state-changing request with the session cookie "
+                           "must come from the citypilot web application")
+    request.state.principal = principal
+    return principal
+
+
+def allow(*roles: str | Iterable[str]) -> Any:
+    """Dependency: the caller must be authenticated and have one of these roles."""
+    allowed: set[str] = set()
+    for role in roles:
+        if isinstance(role, str):
+            allowed.add(role)
+        else:
+            allowed.update(str(r) for r in role)
+    frozen = frozenset(allowed)
+
+    async def require_role(request: Request,
+                           credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+        principal = await authenticate(request, credentials)
+        if principal.role not in frozen:
+            raise Problem(403, f"the {principal.role} role may not do this")
+        return principal
+
+    require_role.allowed_roles = frozen  # type: ignore[attr-defined]
+    return Depends(require_role)
+
+
+async def _public() -> None:
+    """Marks a route as deliberately public."""
+
+
+_public.public = True  # type: ignore[attr-defined]
+PUBLIC: Any = Depends(_public)
+
+
+def _declared(route: APIRoute) -> tuple[bool, frozenset[str] | None]:
+    stack = list(route.dependant.dependencies)
+    public, roles = False, None
+    while stack:
+        dep = stack.pop()
+        if getattr(dep.call, "public", False):
+            public = True
+        if getattr(dep.call, "allowed_roles", None) is not None:
+            roles = dep.call.allowed_roles
+        stack.extend(dep.dependencies)
+    return public, roles
+
+
+def audit_routes(app: FastAPI) -> dict[str, list[str] | str]:
+    """Check every route declares its access; record the roles in OpenAPI. Returns path -> roles."""
+    declared: dict[str, list[str] | str] = {}
+    for route in app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        public, roles = _declared(route)
+        if public == (roles is not None):
+            raise RuntimeError(f"route {sorted(route.methods)} {route.path} must declare exactly one of "
+                               "allow(...) or PUBLIC")
+        value: list[str] | str = "public" if public else sorted(roles or ())
+        route.openapi_extra = {**(route.openapi_extra or {}), "x-roles": value}
+        for method in route.methods:
+            declared[f"{method} {route.path}"] = value
+    return declared
+
+
+class LoginThrottle:
+    """Slows password guessing: after ``limit`` failures for one user name from one address within
+    ``window_s``, further attempts are refused for the rest of the window (HTTP 429)."""
+
+    def __init__(self, limit: int = 5, window_s: float = 300.0) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._failures: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+
+    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
+        failures = self._failures[key]
+        while failures and failures[0] <= now - self.window_s:
+            failures.popleft()
+        return failures
+
+    def retry_after(self, address: str, username: str) -> int:
+        now = time.monotonic()
+        failures = self._recent((address, username), now)
+        if len(failures) >= self.limit:
+            return int(failures[0] + self.window_s - now) + 1
+        return 0
+
+    def failed(self, address: str, username: str) -> None:
+        self._recent((address, username), time.monotonic()).append(time.monotonic())
+        if len(self._failures) > 100_000:  # bounded memory under a spray of user names
+            self._failures.clear()
+
+    def succeeded(self, address: str, username: str) -> None:
+        self._failures.pop((address, username), None)

@@ -1,0 +1,307 @@
+"""``citypilot``: run the control centre and administer it from a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from citypilot import __version__
+from citypilot.config import SETTINGS
+from citypilot.runtime.errors import StartupError
+
+from .common import database, fail, get_config, read_password, run_with_pool
+
+app = typer.Typer(help="citypilot: the urban hypervisor of a metropolis's connected control centre.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+user_app = typer.Typer(help="Manage local accounts and their roles.", no_args_is_help=True)
+assets_app = typer.Typer(help="Import and export the equipment registry (CSV, GeoJSON).", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema: apply migrations, show the version.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print their figures as one JSON line.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(assets_app, name="assets")
+app.add_typer(db_app, name="db")
+app.add_typer(bench_app, name="bench")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"citypilot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration file (or CITYPILOT_CONFIG)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at the configured level (default: warnings only) for admin commands."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    ctx.obj = {"config_file": config, "verbose": verbose}
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Optional[str] = typer.Option(None, help="Address to listen on [default: 127.0.0.1]."),
+    port: Optional[int] = typer.Option(None, help="Port to listen on [default: 8080]."),
+) -> None:
+    """Run the control centre (embedded PostgreSQL and NATS unless external URLs are set)."""
+    from .serve import run_server
+
+    ctx.obj["verbose"] = True
+    config = get_config(ctx, http_host=host, http_port=port)
+    run_server(config)
+
+
+@app.command("config")
+def show_config(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Print the effective configuration (secrets masked) and where each value comes from."""
+    config = get_config(ctx)
+    rows = config.describe()
+    if as_json:
+        typer.echo(json.dumps({name: {"value": value, "source": source} for name, value, source in rows}, indent=2))
+        return
+    env = {s.name: s.env for s in SETTINGS}
+    width = max(len(env[name]) for name, _, _ in rows)
+    for name, value, source in rows:
+        typer.echo(f"{env[name]:<{width}}  {value}  ({source})")
+
+
+# --- accounts ---------------------------------------------------------------------------------------
+
+@user_app.command("add")
+def user_add(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="User name (lowercase letters, digits, . _ -)."),
+    role: str = typer.Option(..., "--role", "-r", help="admin, supervisor, operator, police, service_coordinator, field_agent, switchboard, dpo, read_only."),
+    service: Optional[str] = typer.Option(None, help="Service of a service_coordinator or field_agent (e.g. lighting)."),
+    display_name: Optional[str] = typer.Option(None, help="Full name shown in the UI and the journal."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
+) -> None:
+    """Create a local account with a role."""
+    from citypilot.auth import accounts
+    from citypilot.auth.passwords import WeakPassword, check_strength
+    from citypilot.equipment.catalog import default_catalog
+
+    services = dict(default_catalog().services)
+    try:
+        accounts.check_account(name, role, service, services)
+    except accounts.AccountError as exc:
+        fail(str(exc), 2)
+    password = read_password(password_stdin)
+    try:
+        check_strength(password)
+    except WeakPassword as exc:
+        fail(str(exc), 2)
+    config = get_config(ctx)
+
+    async def work(pool) -> None:
+        async with pool.connection() as conn:
+            await accounts.add_user(conn, name, role, password, services=services, service=service,
+                                    display_name=display_name)
+
+    with database(config) as url:
+        try:
+            run_with_pool(url, work)
+        except accounts.UserExists as exc:
+            fail(str(exc))
+    typer.echo(f"user {name} created with role {role}" + (f" ({service})" if service else ""))
+
+
+@user_app.command("list")
+def user_list(ctx: typer.Context) -> None:
+    """List accounts with their role and service."""
+    from citypilot.auth import accounts
+
+    config = get_config(ctx)
+
+    async def work(pool):
+        async with pool.connection() as conn:
+            return await accounts.list_users(conn)
+
+    with database(config) as url:
+        users = run_with_pool(url, work)
+    for user in users:
+        flags = " (disabled)" if user["disabled"] else ""
+        typer.echo(f"{user['username']:<24} {user['role']:<20} {user['service'] or '':<14}{flags}")
+
+
+@user_app.command("passwd")
+def user_passwd(ctx: typer.Context, name: str = typer.Argument(...),
+                password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input.")) -> None:
+    """Set a new password (ends the user's open sessions)."""
+    from citypilot.auth import accounts
+    from citypilot.auth.passwords import WeakPassword, check_strength
+
+    password = read_password(password_stdin)
+    try:
+        check_strength(password)
+    except WeakPassword as exc:
+        fail(str(exc), 2)
+    config = get_config(ctx)
+
+    async def work(pool) -> None:
+        async with pool.connection() as conn:
+            await accounts.set_password(conn, name, password)
+
+    with database(config) as url:
+        try:
+            run_with_pool(url, work)
+        except accounts.AccountError as exc:
+            fail(str(exc))
+    typer.echo(f"password of {name} changed")
+
+
+@user_app.command("disable")
+def user_disable(ctx: typer.Context, name: str = typer.Argument(...),
+                 enable: bool = typer.Option(False, "--enable", help="Enable the account again.")) -> None:
+    """Disable an account (its sessions end at once), or enable it again."""
+    from citypilot.auth import accounts
+
+    config = get_config(ctx)
+
+    async def work(pool) -> None:
+        async with pool.connection() as conn:
+            await accounts.set_disabled(conn, name, not enable)
+
+    with database(config) as url:
+        try:
+            run_with_pool(url, work)
+        except accounts.AccountError as exc:
+            fail(str(exc))
+    typer.echo(f"user {name} {'enabled' if enable else 'disabled'}")
+
+
+# --- registry ---------------------------------------------------------------------------------------
+
+@assets_app.command("import")
+def assets_import(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="CSV or GeoJSON file."),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help="csv or geojson (default: from the file name)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate only; write nothing."),
+    actor: str = typer.Option("cli", help="Name recorded in the assets' history."),
+) -> None:
+    """Import assets from CSV or GeoJSON: all or nothing, re-import updates without duplicates."""
+    from citypilot.equipment.catalog import default_catalog
+    from citypilot.geo.communes import metropole
+    from citypilot.registry import service
+    from citypilot.registry.formats import FORMATS, detect_format
+    from citypilot.registry.sheet import ValidationFailed
+
+    data = file.read_bytes()
+    fmt = format or detect_format(file.name, None, data[:64])
+    if fmt not in FORMATS:
+        fail(f"unknown format {fmt!r}: csv or geojson", 2)
+    catalog, communes = default_catalog(), metropole()
+    try:
+        sheets, _ = service.parse_and_validate(data, fmt, catalog, communes)
+    except ValidationFailed as exc:
+        for problem in exc.problems:
+            typer.echo(f"{file}: {problem}", err=True)
+        if exc.total > len(exc.problems):
+            typer.echo(f"... and {exc.total - len(exc.problems)} more problem(s)", err=True)
+        fail(f"{file}: {exc.total} problem(s); nothing was imported")
+    if dry_run:
+        typer.echo(f"{file}: {len(sheets)} valid asset(s); nothing written (--dry-run)")
+        return
+    config = get_config(ctx)
+    with database(config) as url:
+        try:
+            result = run_with_pool(url, lambda pool: service.import_file(
+                pool, data, fmt, actor=actor, source=f"import:{file.name}", catalog=catalog, communes=communes))
+        except ValidationFailed as exc:
+            for problem in exc.problems:
+                typer.echo(f"{file}: {problem}", err=True)
+            fail(f"{file}: {exc.total} problem(s); nothing was imported")
+    typer.echo(f"{file}: {result.created} created, {result.updated} updated, {result.unchanged} unchanged")
+
+
+@assets_app.command("export")
+def assets_export(
+    ctx: typer.Context,
+    format: str = typer.Option("csv", "--format", "-f", help="csv or geojson."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: standard output)."),
+    kind: Optional[str] = typer.Option(None, help="Only these kinds (comma-separated)."),
+    commune: Optional[str] = typer.Option(None, help="Only these communes (INSEE codes, comma-separated)."),
+) -> None:
+    """Export the registry (or part of it) as CSV or GeoJSON; re-importing the export changes nothing."""
+    from citypilot.equipment.catalog import default_catalog
+    from citypilot.geo.communes import metropole
+    from citypilot.registry import repository as repo
+    from citypilot.registry.formats import write_csv, write_geojson
+
+    if format not in ("csv", "geojson"):
+        fail("format must be csv or geojson", 2)
+    catalog, communes = default_catalog(), metropole()
+    kinds = [k.strip() for k in kind.split(",")] if kind else []
+    for k in kinds:
+        if k not in catalog.kinds:
+            fail(f"unknown kind {k!r} (known: {', '.join(sorted(catalog.kinds))})", 2)
+    flt = repo.AssetFilter(kinds=kinds, communes=[c.strip() for c in commune.split(",")] if commune else [])
+    attribute_names = sorted({a.name for k in (kinds or catalog.kinds) for a in catalog.kinds[k].attributes})
+    config = get_config(ctx)
+
+    async def work(pool):
+        async with pool.connection() as conn:
+            return [repo.row_to_asset(r, communes) async for r in repo.stream_assets(conn, flt)]
+
+    with database(config) as url:
+        rows = run_with_pool(url, work)
+    chunks = write_csv(rows, attribute_names) if format == "csv" else write_geojson(rows)
+    out = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
+    try:
+        for chunk in chunks:
+            out.write(chunk)
+    finally:
+        if output:
+            out.close()
+    if output:
+        typer.echo(f"{len(rows)} asset(s) written to {output}")
+
+
+# --- database ---------------------------------------------------------------------------------------
+
+@db_app.command("migrate")
+def db_migrate(ctx: typer.Context) -> None:
+    """Apply pending schema migrations (also done at every start)."""
+    from citypilot.db.migrations import current_version
+
+    config = get_config(ctx)
+    with database(config) as url:
+        typer.echo(f"schema at version {current_version(url)}")
+
+
+# --- benchmarks -------------------------------------------------------------------------------------
+
+@bench_app.command("import")
+def bench_import(
+    ctx: typer.Context,
+    assets: int = typer.Option(40_000, "--assets", "-n", min=10, max=2_000_000, help="Number of assets."),
+    seed: int = typer.Option(1, help="Random seed of the synthetic registry."),
+) -> None:
+    """Registry import benchmark on a throw-away database: first import, idempotent re-import, 1 % changed."""
+    from citypilot.bench.import_bench import run_import_benchmark
+
+    config = get_config(ctx)
+    try:
+        figures = run_import_benchmark(config, assets, seed)
+    except StartupError as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(figures))
+
+
+def run() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,66 @@
+"""``citypilot serve``: bring up the infrastructure, then the HTTP server, and stop both cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import typer
+import uvicorn
+
+from citypilot.config import Config, mask_url
+from citypilot.runtime.errors import StartupError
+from citypilot.runtime.infrastructure import Infrastructure
+from citypilot.runtime.ports import port_is_free
+
+from .common import fail, sigterm_as_interrupt
+
+log = logging.getLogger("citypilot.serve")
+
+
+async def _check_nats(url: str) -> None:
+    """Reach NATS and its JetStream before serving, so a wrong URL is a clear message, not a hang."""
+    import nats
+    from nats.js.errors import APIError, ServiceUnavailableError
+
+    try:
+        nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0, allow_reconnect=False)
+    except Exception as exc:
+        raise StartupError(f"cannot connect to NATS at {mask_url(url)}: {exc or type(exc).__name__}. "
+                           "Is the server running? Check CITYPILOT_NATS_URL (unset it to use the embedded server).") from None
+    try:
+        await nc.jetstream().account_info()
+    except (APIError, ServiceUnavailableError, asyncio.TimeoutError) as exc:
+        raise StartupError(f"NATS at {mask_url(url)} has no JetStream ({type(exc).__name__}): "
+                           "start nats-server with JetStream enabled (-js).") from None
+    finally:
+        await nc.close()
+
+
+def run_server(config: Config) -> None:
+    if not port_is_free(config.http_host, config.http_port):
+        fail(f"cannot serve HTTP on {config.http_host}:{config.http_port}: another program is listening there. "
+             "Use --port (or CITYPILOT_HTTP_PORT) to choose a free port.")
+    infra = Infrastructure(config)
+    # uvicorn handles SIGINT/SIGTERM while it runs, shuts down gracefully, then re-raises the signal:
+    # with SIGTERM turned into KeyboardInterrupt, that lands in the ``finally`` that stops the servers.
+    try:
+        with sigterm_as_interrupt():
+            endpoints = infra.start()
+            if endpoints.nats_url:
+                asyncio.run(_check_nats(endpoints.nats_url))
+            from citypilot.api.app import create_app
+
+            app = create_app(config, endpoints)
+            server = uvicorn.Server(uvicorn.Config(app, host=config.http_host, port=config.http_port, log_config=None,
+                                                   access_log=False, lifespan="on", server_header=False))
+            typer.echo(f"citypilot serving on http://{config.http_host}:{config.http_port} "
+                       f"(devices: {endpoints.mqtt_url or 'MQTT endpoint not configured'}); Ctrl-C stops it.")
+            server.run()
+    except StartupError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        infra.stop()
+        log.info("citypilot stopped")

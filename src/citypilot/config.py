@@ -1,0 +1,222 @@
+"""Effective configuration: defaults, then an optional TOML file, then environment variables.
+
+Every setting is described once in ``SETTINGS`` (its type, default, environment variable, TOML key and
+whether it is secret), so that ``citypilot config`` can print the whole effective configuration with
+where each value came from, and a typo in a TOML file or a wrong type in a variable is a precise error
+instead of a silently ignored value.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+import platformdirs
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, of the wrong type or unknown."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+    secret: bool = False
+    url: bool = False  # a URL whose password part is masked when printed
+
+    @property
+    def env(self) -> str:
+        return "CITYPILOT_" + self.name.upper()
+
+    @property
+    def toml_path(self) -> tuple[str, str]:
+        section, _, key = self.name.partition("_")
+        return section, key
+
+
+def _default_data_dir() -> str:
+    return platformdirs.user_data_dir("citypilot", appauthor=False)
+
+
+# Setting names are "<section>_<key>": CITYPILOT_NATS_PORT in the environment is [nats] port in TOML.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", str, None, "Data directory (embedded PostgreSQL and NATS stores, generated secret)."),
+    Setting("http_host", str, "127.0.0.1", "Address the HTTP server listens on."),
+    Setting("http_port", int, 8080, "Port the HTTP server listens on."),
+    Setting("http_max_body_bytes", int, 64 * 1024 * 1024, "Largest accepted request body (uploads, imports)."),
+    Setting("database_url", str, None, "External PostgreSQL URL; unset = embedded server in the data directory.", url=True),
+    Setting("database_pool_size", int, 10, "Largest number of PostgreSQL connections per process."),
+    Setting("nats_url", str, None, "External NATS URL; unset = embedded nats-server.", url=True),
+    Setting("nats_host", str, "127.0.0.1", "Address the embedded nats-server listens on."),
+    Setting("nats_port", int, 14222, "Client port of the embedded nats-server."),
+    Setting("nats_monitor_port", int, 18222, "HTTP monitoring port of the embedded nats-server (0 = off)."),
+    Setting("mqtt_port", int, 11883, "MQTT listener port of the embedded nats-server (the device endpoint)."),
+    Setting("mqtt_url", str, None, "MQTT endpoint devices use when NATS is external (e.g. mqtt://nats.example:1883).", url=True),
+    Setting("auth_secret_key", str, None, "Key that signs bearer tokens; unset = generated once in the data directory.", secret=True),
+    Setting("auth_token_ttl_minutes", int, 480, "Lifetime of a login token (a control-room shift)."),
+    Setting("metrics_token", str, None, "If set, /metrics requires 'Authorization: Bearer <token>'.", secret=True),
+    Setting("log_level", str, "info", "debug, info, warning or error."),
+    Setting("log_format", str, "json", "json (one JSON object per line) or console."),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective configuration of one citypilot process."""
+
+    data_dir: Path
+    http_host: str
+    http_port: int
+    http_max_body_bytes: int
+    database_url: str | None
+    database_pool_size: int
+    nats_url: str | None
+    nats_host: str
+    nats_port: int
+    nats_monitor_port: int
+    mqtt_port: int
+    mqtt_url: str | None
+    auth_secret_key: str | None
+    auth_token_ttl_minutes: int
+    metrics_token: str | None
+    log_level: str
+    log_format: str
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def embedded_nats(self) -> bool:
+        return self.nats_url is None
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(setting, printable value, source) for every setting, secrets masked."""
+        rows = []
+        for setting in SETTINGS:
+            value = getattr(self, setting.name)
+            rows.append((setting.name, mask(setting, value), self.sources.get(setting.name, "default")))
+        return rows
+
+
+def mask(setting: Setting, value: Any) -> str:
+    """Printable form of a value: secrets become '********', URL passwords too."""
+    if value is None:
+        return "(unset)"
+    if setting.secret:
+        return "********"
+    if setting.url:
+        return mask_url(str(value))
+    return str(value)
+
+
+def mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        if parts.username and parts.scheme in ("nats", "tls", "ws", "wss"):  # nats://TOKEN@host: the user part is a token
+            return urlunsplit(parts._replace(netloc="********@" + parts.netloc.rsplit("@", 1)[1]))
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:********@{netloc}"))
+
+
+def _coerce(setting: Setting, raw: Any, origin: str) -> Any:
+    if setting.type is int:
+        if isinstance(raw, bool) or not isinstance(raw, (int, str)):  # a TOML 8080.5 is not silently truncated
+            raise ConfigError(f"{origin}: expected an integer, got {raw!r}")
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{origin}: expected an integer, got {raw!r}") from None
+        if value < 0:
+            raise ConfigError(f"{origin}: must not be negative, got {value}")
+        return value
+    if not isinstance(raw, str):
+        raise ConfigError(f"{origin}: expected a string, got {raw!r}")
+    return raw
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            document = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for section, table in document.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: top-level key {section!r} must be a [section]")
+        for key, raw in table.items():
+            name = f"{section}_{key}"
+            if name not in _BY_NAME:
+                known = ", ".join(f"[{s.toml_path[0]}] {s.toml_path[1]}" for s in SETTINGS)
+                raise ConfigError(f"{path}: unknown setting [{section}] {key} (known: {known})")
+            values[name] = raw
+    return values
+
+
+def load_config(
+    config_file: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the effective configuration.
+
+    Precedence, lowest first: defaults, the TOML file (``config_file`` or ``CITYPILOT_CONFIG``), the
+    environment, then explicit ``overrides`` (command-line options).
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+    sources: dict[str, str] = {}
+
+    path = config_file or environ.get("CITYPILOT_CONFIG")
+    if path:
+        path = Path(path).expanduser()
+        for name, raw in _read_toml(path).items():
+            values[name] = _coerce(_BY_NAME[name], raw, f"{path}: [{_BY_NAME[name].toml_path[0]}] {_BY_NAME[name].toml_path[1]}")
+            sources[name] = str(path)
+
+    for setting in SETTINGS:
+        raw = environ.get(setting.env)
+        if raw is not None and raw != "":
+            values[setting.name] = _coerce(setting, raw, setting.env)
+            sources[setting.name] = "environment"
+
+    for name, raw in (overrides or {}).items():
+        if raw is not None:
+            values[name] = _coerce(_BY_NAME[name], raw, f"--{name.replace('_', '-')}")
+            sources[name] = "command line"
+
+    if values["data_dir"] is None:
+        values["data_dir"] = _default_data_dir()
+    values["data_dir"] = Path(values["data_dir"]).expanduser().resolve()
+    values["log_level"] = str(values["log_level"]).lower()
+    if values["log_level"] not in LOG_LEVELS:
+        raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {values['log_level']!r}")
+    if values["log_format"] not in ("json", "console"):
+        raise ConfigError(f"log format must be json or console, got {values['log_format']!r}")
+    for port in ("http_port", "nats_port", "mqtt_port", "nats_monitor_port"):
+        if values[port] > 65535 or (values[port] == 0 and port != "nats_monitor_port"):
+            raise ConfigError(f"{_BY_NAME[port].env}: {values[port]} is not a valid TCP port")
+    for url_name, schemes in (("database_url", ("postgresql", "postgres")), ("nats_url", ("nats", "tls", "ws", "wss"))):
+        url = values[url_name]
+        if url is not None and urlsplit(url).scheme not in schemes:
+            raise ConfigError(f"{_BY_NAME[url_name].env}: expected a {schemes[0]}:// URL, got {mask_url(url)!r}")
+    return Config(**values, sources=sources)
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in fields(Config) if f.name != "sources"]

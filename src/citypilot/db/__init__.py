@@ -1,0 +1,1 @@
+"""PostgreSQL: connections and schema migrations (core PostgreSQL >= 15, no extension)."""

@@ -1,0 +1,1 @@
+"""Kinds of urban equipment and their description (the catalogue)."""

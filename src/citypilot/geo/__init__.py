@@ -1,0 +1,1 @@
+"""Geography of the metropole: commune outlines, point-in-polygon, projection to metres."""

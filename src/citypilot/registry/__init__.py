@@ -1,0 +1,1 @@
+"""The equipment registry: identity sheets, their history, import and export."""

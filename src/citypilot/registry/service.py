@@ -1,0 +1,82 @@
+"""Registry use cases shared by the HTTP API and the CLI: import, create, update, retire.
+
+Parsing and validation are CPU work and run before the transaction opens; the database work is one
+transaction, so a failed import or update writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from citypilot.equipment.catalog import Catalog
+from citypilot.geo.communes import Communes
+
+from . import repository as repo
+from .formats import read_registry_file
+from .sheet import AssetSheet, Problem, RawRecord, ValidationFailed, validate_sheets
+
+
+def parse_and_validate(data: bytes, fmt: str, catalog: Catalog, communes: Communes) -> tuple[list[AssetSheet], dict[str, Problem]]:
+    records = read_registry_file(data, fmt)
+    if not records:
+        raise ValidationFailed([Problem("file", None, "the file contains no asset")])
+    sheets = validate_sheets(records, catalog, communes)
+    origins = {s.id: Problem(r.where, None, "", r.line) for s, r in zip(sheets, records)}
+    return sheets, origins
+
+
+async def import_file(pool: AsyncConnectionPool, data: bytes, fmt: str, *, actor: str, source: str,
+                      catalog: Catalog, communes: Communes) -> repo.SaveResult:
+    """Validate the whole file, then write it in one transaction (all or nothing)."""
+    sheets, origins = await asyncio.to_thread(parse_and_validate, data, fmt, catalog, communes)
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            return await repo.save_sheets(conn, sheets, actor=actor, source=source, catalog=catalog,
+                                          communes=communes, origins=origins)
+
+
+async def create_asset(pool: AsyncConnectionPool, values: dict[str, Any], *, actor: str, catalog: Catalog,
+                       communes: Communes) -> dict[str, Any]:
+    sheets = validate_sheets([RawRecord("body", values)], catalog, communes)
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            exists = await (await conn.execute("SELECT 1 FROM assets WHERE id = %s", (sheets[0].id,))).fetchone()
+            if exists:
+                raise repo.AssetExists(sheets[0].id)
+            await repo.save_sheets(conn, sheets, actor=actor, source="api", catalog=catalog, communes=communes,
+                                   origins={sheets[0].id: Problem("body", None, "")})
+            return await repo.get_asset(conn, sheets[0].id)
+
+
+async def update_asset(pool: AsyncConnectionPool, asset_id: str, changes: dict[str, Any], *, actor: str,
+                       expected_version: int | None, catalog: Catalog, communes: Communes,
+                       hide_kinds: list[str], note: str | None = None) -> dict[str, Any]:
+    """Apply a partial update (absent fields keep their value; null clears an optional field)."""
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            current = await repo.get_asset(conn, asset_id, hide_kinds=hide_kinds)
+            if expected_version is not None and current["version"] != expected_version:
+                raise repo.VersionConflict(current["version"])
+            values = repo.sheet_values(current)
+            if "id" in changes and changes["id"] != asset_id:
+                raise ValidationFailed([Problem("body", "id", "the id of an asset cannot change")])
+            if "lat" in changes or "lon" in changes or "geometry" in changes:
+                for key in ("lat", "lon", "geometry"):
+                    values.pop(key, None)
+            for key, value in changes.items():
+                if value is None:
+                    values.pop(key, None)
+                else:
+                    values[key] = value
+            sheets = validate_sheets([RawRecord("body", values)], catalog, communes)
+            await repo.save_sheets(conn, sheets, actor=actor, source="api", catalog=catalog, communes=communes,
+                                   origins={asset_id: Problem("body", None, "")}, note=note)
+            return await repo.get_asset(conn, asset_id)
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    return isinstance(exc, psycopg.errors.UniqueViolation)

@@ -1,0 +1,1 @@
+"""The infrastructure citypilot owns by default: a private PostgreSQL and a private NATS server."""
