@@ -156,9 +156,10 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
     )
     app.state.login_throttle = LoginThrottle()
     problems.install(app)
-    for router in (health.router, auth.router, catalog.router, assets.router, users.router):
+    routers = (health.router, auth.router, catalog.router, assets.router, users.router)
+    audit_routes(routers)
+    for router in routers:
         app.include_router(router)
-    audit_routes(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.http_max_body_bytes)
     app.add_middleware(AccessLogMiddleware)
     return app

@@ -15,7 +15,7 @@ import time
 from collections import defaultdict, deque
 from typing import Any, Iterable
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -46,6 +46,8 @@ def _same_origin(request: Request) -> bool:
 async def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     token = credentials.credentials if credentials else None
     from_cookie = False
+    if token is None and request.headers.get("authorization"):
+        raise _unauthenticated("unsupported Authorization scheme: send 'Authorization: Bearer <token>'")
     if token is None:
         token = request.cookies.get(SESSION_COOKIE)
         from_cookie = token is not None
@@ -109,20 +111,26 @@ def _declared(route: APIRoute) -> tuple[bool, frozenset[str] | None]:
     return public, roles
 
 
-def audit_routes(app: FastAPI) -> dict[str, list[str] | str]:
-    """Check every route declares its access; record the roles in OpenAPI. Returns path -> roles."""
+def audit_routes(routers: Iterable[APIRouter]) -> dict[str, list[str] | str]:
+    """Check every route declares its access; record the roles in OpenAPI. Returns "METHOD path" -> roles.
+
+    Runs on the routers before they are included in the application (where FastAPI wraps them).
+    """
     declared: dict[str, list[str] | str] = {}
-    for route in app.routes:
-        if not isinstance(route, APIRoute):
-            continue
-        public, roles = _declared(route)
-        if public == (roles is not None):
-            raise RuntimeError(f"route {sorted(route.methods)} {route.path} must declare exactly one of "
-                               "allow(...) or PUBLIC")
-        value: list[str] | str = "public" if public else sorted(roles or ())
-        route.openapi_extra = {**(route.openapi_extra or {}), "x-roles": value}
-        for method in route.methods:
-            declared[f"{method} {route.path}"] = value
+    for router in routers:
+        for route in router.routes:
+            if not isinstance(route, APIRoute):
+                raise RuntimeError(f"unexpected route type {type(route).__name__} in a router: audit it")
+            public, roles = _declared(route)
+            if public == (roles is not None):
+                raise RuntimeError(f"route {sorted(route.methods)} {route.path} must declare exactly one of "
+                                   "allow(...) or PUBLIC")
+            value: list[str] | str = "public" if public else sorted(roles or ())
+            route.openapi_extra = {**(route.openapi_extra or {}), "x-roles": value}
+            for method in route.methods:
+                declared[f"{method} {route.path}"] = value
+    if not declared:
+        raise RuntimeError("no route was audited")
     return declared
 
 

@@ -175,7 +175,7 @@ def _plain(value: Any) -> str:
 def write_csv(rows: Iterable[Mapping[str, Any]], attribute_names: list[str]) -> Iterator[str]:
     """Yield the CSV text of stored assets (dicts as returned by the repository), header first."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180; also makes the writer quote a bare \r in a cell
     writer.writerow(list(CSV_BASE_COLUMNS) + [ATTR_PREFIX + a for a in attribute_names])
     for row in rows:
         geometry = row.get("geometry")

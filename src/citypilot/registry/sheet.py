@@ -218,7 +218,9 @@ def _attributes(record: RawRecord, specs: Mapping[str, FieldSpec], problems: _Co
             known = ", ".join(specs) or "none"
             problems.add(record, f"attributes.{name}", f"unknown attribute for {record.values.get('kind')} (known: {known})")
             continue
-        if value is None or (record.from_text and value == ""):
+        if isinstance(value, str):
+            value = value.strip()  # as core text fields are, and as a CSV cell is: an export re-imported is the same
+        if value is None or value == "":
             continue
         try:
             coerced = spec.coerce(value, from_text=record.from_text)
