@@ -12,7 +12,6 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
-import nats
 from fastapi import FastAPI
 from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
@@ -20,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from citypilot import __version__
 from citypilot.auth.tokens import load_or_create_secret
+from citypilot.bus import connection as bus_connection
 from citypilot.config import Config
 from citypilot.equipment.catalog import default_catalog
 from citypilot.geo.communes import metropole
@@ -121,19 +121,13 @@ class AccessLogMiddleware:
                                        "client": (scope.get("client") or ("", 0))[0]})
 
 
-async def connect_nats(url: str) -> Any:
-    """A NATS connection that keeps reconnecting (readiness reports when it is down)."""
-    return await nats.connect(url, name="citypilot-api", connect_timeout=5, max_reconnect_attempts=-1,
-                              reconnect_time_wait=1, allow_reconnect=True)
-
-
 def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = AsyncConnectionPool(endpoints.database_url, min_size=1, max_size=config.database_pool_size,
                                    open=False, kwargs={"application_name": "citypilot"})
         await pool.open(wait=True, timeout=15)
-        nc = await connect_nats(endpoints.nats_url) if endpoints.nats_url else None
+        nc = await bus_connection.connect(endpoints.nats_url, "citypilot-api") if endpoints.nats_url else None
         app.state.context = AppContext(
             config=config, endpoints=endpoints, pool=pool, catalog=default_catalog(), communes=metropole(),
             secret_key=load_or_create_secret(config.auth_secret_key, config.data_dir), nats=nc,

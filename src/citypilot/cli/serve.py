@@ -8,7 +8,8 @@ import logging
 import typer
 import uvicorn
 
-from citypilot.config import Config, mask_url
+from citypilot.bus.connection import check_nats
+from citypilot.config import Config
 from citypilot.runtime.errors import StartupError
 from citypilot.runtime.infrastructure import Infrastructure
 from citypilot.runtime.ports import port_is_free
@@ -16,25 +17,6 @@ from citypilot.runtime.ports import port_is_free
 from .common import fail, sigterm_as_interrupt
 
 log = logging.getLogger("citypilot.serve")
-
-
-async def _check_nats(url: str) -> None:
-    """Reach NATS and its JetStream before serving, so a wrong URL is a clear message, not a hang."""
-    import nats
-    from nats.js.errors import APIError, ServiceUnavailableError
-
-    try:
-        nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0, allow_reconnect=False)
-    except Exception as exc:
-        raise StartupError(f"cannot connect to NATS at {mask_url(url)}: {exc or type(exc).__name__}. "
-                           "Is the server running? Check CITYPILOT_NATS_URL (unset it to use the embedded server).") from None
-    try:
-        await nc.jetstream().account_info()
-    except (APIError, ServiceUnavailableError, asyncio.TimeoutError) as exc:
-        raise StartupError(f"NATS at {mask_url(url)} has no JetStream ({type(exc).__name__}): "
-                           "start nats-server with JetStream enabled (-js).") from None
-    finally:
-        await nc.close()
 
 
 def run_server(config: Config) -> None:
@@ -48,7 +30,7 @@ def run_server(config: Config) -> None:
         with sigterm_as_interrupt():
             endpoints = infra.start()
             if endpoints.nats_url:
-                asyncio.run(_check_nats(endpoints.nats_url))
+                asyncio.run(check_nats(endpoints.nats_url))
             from citypilot.api.app import create_app
 
             app = create_app(config, endpoints)

@@ -131,6 +131,15 @@ async def _check_reporters(conn: psycopg.AsyncConnection, sheets: Sequence[Asset
         raise ValidationFailed(problems[:200], len(problems))
 
 
+async def lock_for_writing(conn: psycopg.AsyncConnection) -> None:
+    """One writer at a time, until the caller's transaction ends.
+
+    Taken before reading what a write depends on (does the id exist? which version is stored?), so that
+    two concurrent writers cannot both decide on the same old state.
+    """
+    await conn.execute("LOCK TABLE assets IN SHARE ROW EXCLUSIVE MODE")
+
+
 async def save_sheets(conn: psycopg.AsyncConnection, sheets: Sequence[AssetSheet], *, actor: str, source: str,
                       catalog: Catalog, communes: Communes, origins: dict[str, Problem] | None = None,
                       note: str | None = None) -> SaveResult:
@@ -140,7 +149,7 @@ async def save_sheets(conn: psycopg.AsyncConnection, sheets: Sequence[AssetSheet
         return result
     origins = origins or {s.id: Problem(s.id, None, "") for s in sheets}
     # One writer at a time: concurrent imports would otherwise compute their diffs on the same old rows.
-    await conn.execute("LOCK TABLE assets IN SHARE ROW EXCLUSIVE MODE")
+    await lock_for_writing(conn)
     await _check_reporters(conn, sheets, catalog, origins)
     await conn.execute("""CREATE TEMP TABLE IF NOT EXISTS staging_assets (
         id text, kind text, name text, commune text, lat float8, lon float8, x float8, y float8, geometry jsonb,

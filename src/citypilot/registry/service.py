@@ -44,6 +44,7 @@ async def create_asset(pool: AsyncConnectionPool, values: dict[str, Any], *, act
     sheets = validate_sheets([RawRecord("body", values)], catalog, communes)
     async with pool.connection() as conn:
         async with conn.transaction():
+            await repo.lock_for_writing(conn)  # else two concurrent creates of one id both pass the check
             exists = await (await conn.execute("SELECT 1 FROM assets WHERE id = %s", (sheets[0].id,))).fetchone()
             if exists:
                 raise repo.AssetExists(sheets[0].id)
@@ -58,6 +59,7 @@ async def update_asset(pool: AsyncConnectionPool, asset_id: str, changes: dict[s
     """Apply a partial update (absent fields keep their value; null clears an optional field)."""
     async with pool.connection() as conn:
         async with conn.transaction():
+            await repo.lock_for_writing(conn)  # else concurrent updates merge into the same stale version
             current = await repo.get_asset(conn, asset_id, hide_kinds=hide_kinds)
             if expected_version is not None and current["version"] != expected_version:
                 raise repo.VersionConflict(current["version"])

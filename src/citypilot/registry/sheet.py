@@ -355,6 +355,12 @@ def _place(sheets: list[AssetSheet], records: list[RawRecord], geometries: list[
         if given[i] is not None and given[i] != found[i]:
             problems.add(record, "commune", f"given as {given[i]} but the location lies in {found[i]} "
                                             f"({communes.name(found[i])}); leave it empty to have it assigned")
+        given_name = record.values.get("commune_name")  # derived, written by exports: must agree when present
+        if given_name not in (None, "") and (not isinstance(given_name, str)
+                                             or fold(given_name.strip()) != fold(communes.name(found[i]) or "")):
+            problems.add(record, "commune_name", f"given as {given_name!r} but the location lies in "
+                                                 f"{communes.name(found[i])} ({found[i]}); leave it empty to have it "
+                                                 f"assigned")
         sheet.commune = found[i]
         sheet.x = float(xs[i])
         sheet.y = float(ys[i])
