@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from citypilot.equipment.catalog import default_catalog
@@ -235,7 +235,8 @@ def test_not_a_feature_collection(document):
     assert len(err.problems) == 1
 
 
-@pytest.mark.parametrize("data", [b"[" * 100_000, b'{"a": ' + b"1" * 5000 + b"}"])
+@pytest.mark.parametrize("data", [pytest.param(b"[" * 100_000, id="deeply-nested"),
+                                  pytest.param(b'{"a": ' + b"1" * 5000 + b"}", id="5000-digit-integer")])
 def test_hostile_json_is_a_validation_failure_not_a_crash(data):
     [problem] = failure(read_geojson, data).problems
     assert problem.where == "file"
@@ -381,6 +382,17 @@ def test_geojson_export_layout(original_sheets):
     assert (line["properties"]["lat"], line["properties"]["lon"]) == (original_sheets[3].lat, original_sheets[3].lon)
 
 
+@pytest.mark.parametrize("text", ["old Mac\rline end", "Windows\r\nline end", "Unix\nline end", 'a "quote"', "a;b,c"])
+def test_csv_export_keeps_control_characters_and_separators_in_text(text):
+    sheets = validate([RawRecord("item 0", {"id": "SL-1", "kind": "street_light", "name": text, "address": text,
+                                            "lat": 47.3220, "lon": 5.0415})])
+    rows = stored_rows(sheets)
+    exported = "".join(write_csv(rows, []))
+    assert len(list(csv.reader(io.StringIO(exported, newline="")))) == 2  # header and one record
+    [again] = validate(read_csv(exported.encode()))
+    assert (again.name, again.address) == (text, text)
+
+
 def test_large_csv_export_is_streamed_in_chunks():
     sheets = validate([RawRecord(f"item {i}", {"id": f"SL-{i}", "kind": "street_light", "name": f"Light {i}" * 5,
                                                "lat": 47.32 + i * 1e-6, "lon": 5.04})
@@ -390,31 +402,78 @@ def test_large_csv_export_is_streamed_in_chunks():
     assert_same(sheets, validate(read_csv("".join(chunks).encode())))
 
 
-names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=60).map(str.strip).filter(bool)
+texts = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40).map(str.strip).filter(bool)
+
+
+def attribute_value(spec):
+    if spec.enum:
+        return st.sampled_from(spec.enum)
+    if spec.type == "number":
+        return st.floats(spec.min if spec.min is not None else -1e6, spec.max if spec.max is not None else 1e6)
+    if spec.type == "integer":
+        return st.integers(int(spec.min) if spec.min is not None else -10 ** 6,
+                           int(spec.max) if spec.max is not None else 10 ** 6)
+    if spec.type == "boolean":
+        return st.booleans()
+    return st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=spec.max_length)
 
 
 @st.composite
-def sheet_records(draw) -> list[dict[str, Any]]:
-    count = draw(st.integers(1, 5))
-    out = []
-    for i in range(count):
-        record = {"id": f"A-{i}", "kind": "street_light", "name": draw(names),
-                  # a box well inside Dijon
-                  "lat": draw(st.floats(47.315, 47.330)), "lon": draw(st.floats(5.030, 5.050))}
+def sheet_record(draw, index: int) -> dict[str, Any]:
+    """Any valid record of any kind, located in a box well inside Dijon."""
+    catalog = default_catalog()
+    kind = draw(st.sampled_from(sorted(catalog.kinds)))
+    spec = catalog.kind(kind)
+    record: dict[str, Any] = {"id": f"A-{index}", "kind": kind, "name": draw(texts)}
+    located = True
+    if draw(st.booleans()):
+        points = draw(st.lists(st.tuples(st.floats(5.02, 5.06), st.floats(47.31, 47.335)),
+                               min_size=2, max_size=5, unique=True))
+        record["geometry"] = {"type": "LineString", "coordinates": [list(p) for p in points]}
+        located = draw(st.booleans())
+    if located:
+        record["lat"], record["lon"] = draw(st.floats(47.315, 47.330)), draw(st.floats(5.030, 5.050))
+    for name in ("address", "manufacturer", "model"):
         if draw(st.booleans()):
-            record["address"] = draw(names)
-        record["attributes"] = draw(st.fixed_dictionaries({}, optional={
-            "lamp_power_w": st.one_of(st.floats(1, 1000), st.integers(1, 1000)),
-            "lamp_technology": st.sampled_from(["LED", "HPS", "MH", "fluorescent"]),
-            "presence_detection": st.booleans(),
-        }))
-        out.append(record)
-    return out
+            record[name] = draw(texts)
+    if draw(st.booleans()):
+        record["installed_on"] = draw(st.dates(dt.date(1850, 1, 1), TODAY)).isoformat()
+    if draw(st.booleans()):
+        record["status"] = draw(st.sampled_from(["in_service", "out_of_service", "retired"]))
+    if draw(st.booleans()):
+        record["service"] = draw(st.sampled_from(sorted(catalog.services)))
+    if spec.reported_by and draw(st.booleans()):
+        record["reported_by"] = "ELSEWHERE-1"
+    record["attributes"] = draw(st.fixed_dictionaries(
+        {}, optional={a.name: attribute_value(a) for a in spec.attributes}))
+    return record
+
+
+batches = st.integers(1, 4).flatmap(lambda n: st.tuples(*(sheet_record(i) for i in range(n))))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(sheet_records())
+@given(batches)
+@example(({"id": "A-0", "kind": "street_light", "name": "0\r0", "lat": 47.328125, "lon": 5.03125, "attributes": {}},))
+@example(({"id": "A-0", "kind": "air_quality_station", "name": "0", "lat": 47.328125, "lon": 5.03125,
+           "attributes": {"pollutants": " NO2, PM10\r"}},))
 def test_any_valid_sheets_survive_both_round_trips(values):
-    sheets = validate([RawRecord(f"item {i}", v) for i, v in enumerate(values)])
+    sheets = validate([RawRecord(f"item {i}", dict(v)) for i, v in enumerate(values)])
     assert_same(sheets, csv_round_trip(sheets))
     assert_same(sheets, geojson_round_trip(sheets))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=200),
+    st.lists(st.sampled_from(["id", "kind", "name", "lat", "attr.x", ";", ",", '"', "\n", "\r", "a", "1", "{", "["]),
+             max_size=40).map(lambda parts: "".join(parts).encode()),
+))
+def test_any_bytes_are_records_or_a_validation_failure(data):
+    for reader in (read_csv, read_geojson):
+        try:
+            records = reader(data)
+        except ValidationFailed as err:
+            assert err.problems
+        else:
+            assert all(isinstance(r, RawRecord) for r in records)

@@ -162,7 +162,7 @@ def test_duplicate_id_in_a_batch_points_to_the_first():
 @pytest.mark.parametrize("field_name, value", [
     ("lat", 91), ("lat", -90.5), ("lon", 180.01), ("lon", -181),
     ("lat", float("nan")), ("lon", float("inf")),
-    ("lat", 10 ** 400),  # an integer too large for a float, as a JSON body can carry
+    pytest.param("lat", 10 ** 400, id="lat-huge-int"),  # an integer too large for a float, as a JSON body can carry
 ])
 def test_coordinates_out_of_range(field_name, value):
     problem = only_problem(light(**{field_name: value}))
@@ -237,6 +237,15 @@ def test_unknown_attribute():
 def test_attribute_values_are_checked(name, value, message):
     problem = only_problem(light(attributes={name: value}))
     assert problem.field == f"attributes.{name}" and message in problem.message
+
+
+def test_attribute_text_is_trimmed_and_empty_attributes_are_left_out():
+    cabinet = {"id": "CAB-1", "kind": "lighting_cabinet", "name": "Cabinet", **DIJON,
+               "attributes": {"energy_meter_id": "  PRM 0012 ", "circuits": None, "contracted_power_kva": "  "}}
+    [sheet] = validate(cabinet)
+    assert sheet.attributes == {"energy_meter_id": "PRM 0012"}
+    [same] = validate(dict(cabinet, attributes={"energy_meter_id": "PRM 0012"}))
+    assert same.comparable() == sheet.comparable()
 
 
 def test_attribute_of_another_kind():
@@ -473,3 +482,36 @@ def test_any_coordinates_give_a_located_sheet_or_a_problem_on_lat_or_lon(lat, lo
     else:
         assert sheet.commune == metropole().locate(lon, lat)
         assert sheet.commune is not None
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=6)
+any_record = st.fixed_dictionaries({}, optional={
+    "id": st.text(max_size=10) | json_values,
+    "kind": st.sampled_from(["street_light", "camera", "lamp"]) | json_values,
+    "name": json_values,
+    "lat": st.floats(47.2, 47.4) | json_values,
+    "lon": st.floats(4.9, 5.2) | json_values,
+    "geometry": json_values | st.sampled_from(["LINESTRING (5.03 47.32, 5.05 47.33)", "POINT (5 47.3)", "POLYGON EMPTY",
+                                               "GEOMETRYCOLLECTION (POINT (5 47.3))", '{"type": "Point"}']),
+    "installed_on": st.dates().map(str) | json_values,
+    "status": json_values, "reported_by": json_values, "commune": json_values, "service": json_values,
+    "attributes": json_values | st.dictionaries(st.sampled_from(["lamp_power_w", "presence_detection", "colour"]),
+                                                json_values, max_size=3),
+    "colour": json_values,
+})
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(any_record, max_size=4), st.booleans())
+def test_any_input_gives_sheets_or_located_problems_never_a_crash(values, from_text):
+    try:
+        sheets = validate(*values, from_text=from_text)
+    except ValidationFailed as err:
+        assert err.total >= len(err.problems) >= 1
+        assert all(p.where.startswith("line ") for p in err.problems)
+    else:
+        assert len(sheets) == len(values)
+        assert all(s.commune and ASSET_ID_RE.fullmatch(s.id) for s in sheets)
