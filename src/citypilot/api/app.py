@@ -88,6 +88,21 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class RejectNulMiddleware:
+    """Refuse a NUL byte anywhere in the URL (400): no identifier or filter legitimately holds one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            raw = scope.get("raw_path") or b""
+            if "\x00" in scope["path"] or b"%00" in raw or b"%00" in scope.get("query_string", b""):
+                await problem_response(400, "the URL contains a NUL byte")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class AccessLogMiddleware:
     """One JSON log line and two metrics per request, labelled with the route template (not the URL)."""
 
@@ -155,5 +170,6 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
     for router in routers:
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.http_max_body_bytes)
+    app.add_middleware(RejectNulMiddleware)
     app.add_middleware(AccessLogMiddleware)
     return app

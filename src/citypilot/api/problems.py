@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -96,6 +97,14 @@ def install(app: FastAPI) -> None:
     async def _conflict(request: Request, exc: VersionConflict) -> JSONResponse:
         return problem_response(412, f"the asset changed since you read it (now version {exc.current}); reload it",
                                 type_="version-conflict", instance=request.url.path, current_version=exc.current)
+
+    @app.exception_handler(psycopg.DataError)
+    async def _data_error(request: Request, exc: psycopg.DataError) -> JSONResponse:
+        # Input the database cannot store (a NUL byte, an out-of-range number) that slipped past the
+        # boundary checks: the caller's input is wrong, not the server.
+        log.warning("database refused a value", extra={"path": request.url.path, "error": str(exc)})
+        return problem_response(422, f"a value cannot be stored: {str(exc).splitlines()[0]}", type_="invalid-input",
+                                instance=request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

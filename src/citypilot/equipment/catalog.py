@@ -56,6 +56,8 @@ class FieldSpec:
                 raise FieldError(f"expected text, got {_kind_of(value)}")
             if len(value) > self.max_length:
                 raise FieldError(f"longer than {self.max_length} characters")
+            if has_control_characters(value):
+                raise FieldError("contains control characters")
         elif self.type in ("number", "integer"):
             if from_text and isinstance(value, str):
                 try:
@@ -175,6 +177,15 @@ def _is_finite(value: int | float) -> bool:
         return math.isfinite(value)
     except OverflowError:  # an int too large for a float (a JSON body can carry one)
         return False
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def has_control_characters(text: str) -> bool:
+    """True if the text holds a control character other than tab and line breaks (NUL included:
+    PostgreSQL text cannot store it, and no legitimate name or address contains one)."""
+    return _CONTROL.search(text) is not None
 
 
 def _kind_of(value: Any) -> str:

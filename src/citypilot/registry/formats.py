@@ -18,9 +18,14 @@ from typing import Any, Iterable, Iterator, Mapping
 import shapely
 from shapely.geometry import shape
 
-from .sheet import CORE_FIELDS, DERIVED_FIELDS, Problem, RawRecord, ValidationFailed
+from .sheet import CORE_FIELDS, DERIVED_FIELDS, MAX_GEOMETRY_POINTS, Problem, RawRecord, ValidationFailed
 
 ATTR_PREFIX = "attr."
+# The csv module refuses cells over 128 KiB by default; the WKT of a geometry of the largest size the
+# registry accepts (and exports) is longer, and must import back.
+MAX_CSV_CELL = MAX_GEOMETRY_POINTS * 100
+if csv.field_size_limit() < MAX_CSV_CELL:
+    csv.field_size_limit(MAX_CSV_CELL)
 CSV_BASE_COLUMNS = ("id", "kind", "name", "lat", "lon", "commune", "commune_name", "address", "service",
                     "manufacturer", "model", "installed_on", "status", "reported_by", "geometry")
 FORMATS = ("csv", "geojson")

@@ -29,6 +29,15 @@ def parse_and_validate(data: bytes, fmt: str, catalog: Catalog, communes: Commun
     return sheets, origins
 
 
+async def check_file(pool: AsyncConnectionPool, data: bytes, fmt: str, *, catalog: Catalog,
+                     communes: Communes) -> list[AssetSheet]:
+    """Validate a file as ``import_file`` would, including against the registry, and write nothing."""
+    sheets, origins = await asyncio.to_thread(parse_and_validate, data, fmt, catalog, communes)
+    async with pool.connection() as conn:
+        await repo._check_reporters(conn, sheets, catalog, origins)
+    return sheets
+
+
 async def import_file(pool: AsyncConnectionPool, data: bytes, fmt: str, *, actor: str, source: str,
                       catalog: Catalog, communes: Communes) -> repo.SaveResult:
     """Validate the whole file, then write it in one transaction (all or nothing)."""

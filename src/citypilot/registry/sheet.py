@@ -22,7 +22,7 @@ import shapely
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-from citypilot.equipment.catalog import Catalog, FieldError, FieldSpec
+from citypilot.equipment.catalog import Catalog, FieldError, FieldSpec, has_control_characters
 from citypilot.geo.communes import Communes
 from citypilot.geo.projection import to_lambert93
 
@@ -147,6 +147,9 @@ def _text(record: RawRecord, name: str, problems: _Collector, *, required: bool 
     limit = _TEXT_LIMITS.get(name, 200)
     if len(value) > limit:
         problems.add(record, name, f"longer than {limit} characters")
+        return None
+    if has_control_characters(value):
+        problems.add(record, name, "contains control characters")
         return None
     return value
 

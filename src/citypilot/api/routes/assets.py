@@ -200,9 +200,7 @@ async def import_assets(
     if fmt not in FORMATS:
         raise Problem(415, f"unsupported format {fmt!r}")
     if dry_run:
-        import asyncio
-
-        sheets, _ = await asyncio.to_thread(service.parse_and_validate, data, fmt, context.catalog, context.communes)
+        sheets = await service.check_file(context.pool, data, fmt, catalog=context.catalog, communes=context.communes)
         return {"dry_run": True, "valid": len(sheets)}
     result = await service.import_file(context.pool, data, fmt, actor=principal.username, source=f"import:{fmt}",
                                        catalog=context.catalog, communes=context.communes)
