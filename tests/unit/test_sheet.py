@@ -515,3 +515,12 @@ def test_any_input_gives_sheets_or_located_problems_never_a_crash(values, from_t
     else:
         assert len(sheets) == len(values)
         assert all(s.commune and ASSET_ID_RE.fullmatch(s.id) for s in sheets)
+
+
+@pytest.mark.parametrize("text", ["Rue\x00de la Paix", "bell\x07", "esc\x1b[31m", "del\x7f"])
+def test_control_characters_are_refused_in_text_fields(text):
+    record = RawRecord("line 2", {"id": "SL-1", "kind": "street_light", "name": text, "lat": 47.322, "lon": 5.0415})
+    with pytest.raises(ValidationFailed) as info:
+        validate_sheets([record], default_catalog(), metropole())
+    assert [(p.where, p.field) for p in info.value.problems] == [("line 2", "name")]
+    assert "control characters" in info.value.problems[0].message
