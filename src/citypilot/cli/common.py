@@ -67,12 +67,20 @@ def run_with_pool(url: str, work: Callable[[AsyncConnectionPool], Awaitable[T]])
     return asyncio.run(main())
 
 
-def read_password(password_stdin: bool, confirm: bool = True) -> str:
+def read_new_password(password_stdin: bool) -> str:
+    """A new password from standard input or a prompt (typed twice), refused if too weak."""
+    from citypilot.auth.passwords import WeakPassword, check_strength
+
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             fail("no password on standard input")
-        return password
-    if not sys.stdin.isatty():
+    elif not sys.stdin.isatty():
         fail("no terminal to ask the password: use --password-stdin")
-    return typer.prompt("Password", hide_input=True, confirmation_prompt=confirm)
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        check_strength(password)
+    except WeakPassword as exc:
+        fail(str(exc), 2)
+    return password

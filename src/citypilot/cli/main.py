@@ -14,7 +14,7 @@ from citypilot import __version__
 from citypilot.config import SETTINGS
 from citypilot.runtime.errors import StartupError
 
-from .common import database, fail, get_config, read_password, run_with_pool
+from .common import database, fail, get_config, read_new_password, run_with_pool
 
 app = typer.Typer(help="citypilot: the urban hypervisor of a metropolis's connected control centre.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -85,7 +85,6 @@ def user_add(
 ) -> None:
     """Create a local account with a role."""
     from citypilot.auth import accounts
-    from citypilot.auth.passwords import WeakPassword, check_strength
     from citypilot.equipment.catalog import default_catalog
 
     services = dict(default_catalog().services)
@@ -93,11 +92,7 @@ def user_add(
         accounts.check_account(name, role, service, services)
     except accounts.AccountError as exc:
         fail(str(exc), 2)
-    password = read_password(password_stdin)
-    try:
-        check_strength(password)
-    except WeakPassword as exc:
-        fail(str(exc), 2)
+    password = read_new_password(password_stdin)
     config = get_config(ctx)
 
     async def work(pool) -> None:
@@ -131,29 +126,31 @@ def user_list(ctx: typer.Context) -> None:
         typer.echo(f"{user['username']:<24} {user['role']:<20} {user['service'] or '':<14}{flags}")
 
 
-@user_app.command("passwd")
-def user_passwd(ctx: typer.Context, name: str = typer.Argument(...),
-                password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input.")) -> None:
-    """Set a new password (ends the user's open sessions)."""
+def _change_account(ctx: typer.Context, change) -> None:
+    """Run one account change (``change(conn)``) in the database; an unknown user is a clean error."""
     from citypilot.auth import accounts
-    from citypilot.auth.passwords import WeakPassword, check_strength
 
-    password = read_password(password_stdin)
-    try:
-        check_strength(password)
-    except WeakPassword as exc:
-        fail(str(exc), 2)
     config = get_config(ctx)
 
     async def work(pool) -> None:
         async with pool.connection() as conn:
-            await accounts.set_password(conn, name, password)
+            await change(conn)
 
     with database(config) as url:
         try:
             run_with_pool(url, work)
         except accounts.AccountError as exc:
             fail(str(exc))
+
+
+@user_app.command("passwd")
+def user_passwd(ctx: typer.Context, name: str = typer.Argument(...),
+                password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input.")) -> None:
+    """Set a new password (ends the user's open sessions)."""
+    from citypilot.auth import accounts
+
+    password = read_new_password(password_stdin)
+    _change_account(ctx, lambda conn: accounts.set_password(conn, name, password))
     typer.echo(f"password of {name} changed")
 
 
@@ -163,17 +160,7 @@ def user_disable(ctx: typer.Context, name: str = typer.Argument(...),
     """Disable an account (its sessions end at once), or enable it again."""
     from citypilot.auth import accounts
 
-    config = get_config(ctx)
-
-    async def work(pool) -> None:
-        async with pool.connection() as conn:
-            await accounts.set_disabled(conn, name, not enable)
-
-    with database(config) as url:
-        try:
-            run_with_pool(url, work)
-        except accounts.AccountError as exc:
-            fail(str(exc))
+    _change_account(ctx, lambda conn: accounts.set_disabled(conn, name, not enable))
     typer.echo(f"user {name} {'enabled' if enable else 'disabled'}")
 
 
