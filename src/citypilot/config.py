@@ -57,10 +57,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("nats_host", str, "127.0.0.1", "Address the embedded nats-server listens on."),
     Setting("nats_port", int, 14222, "Client port of the embedded nats-server."),
     Setting("nats_monitor_port", int, 18222, "HTTP monitoring port of the embedded nats-server (0 = off)."),
+    Setting("mqtt_host", str, "127.0.0.1", "Address the embedded MQTT listener (the device endpoint) listens on."),
     Setting("mqtt_port", int, 11883, "MQTT listener port of the embedded nats-server (the device endpoint)."),
     Setting("mqtt_url", str, None, "MQTT endpoint devices use when NATS is external (e.g. mqtt://nats.example:1883).", url=True),
     Setting("auth_secret_key", str, None, "Key that signs bearer tokens; unset = generated once in the data directory.", secret=True),
-    Setting("auth_token_ttl_minutes", int, 480, "Lifetime of a login token (a control-room shift)."),
+    Setting("auth_token_ttl_minutes", int, 480, "Lifetime of a login token (a control-room shift), 1 to 10080."),
     Setting("metrics_token", str, None, "If set, /metrics requires 'Authorization: Bearer <token>'.", secret=True),
     Setting("log_level", str, "info", "debug, info, warning or error."),
     Setting("log_format", str, "json", "json (one JSON object per line) or console."),
@@ -83,6 +84,7 @@ class Config:
     nats_host: str
     nats_port: int
     nats_monitor_port: int
+    mqtt_host: str
     mqtt_port: int
     mqtt_url: str | None
     auth_secret_key: str | None
@@ -203,18 +205,30 @@ def load_config(
     if values["data_dir"] is None:
         values["data_dir"] = _default_data_dir()
     values["data_dir"] = Path(values["data_dir"]).expanduser().resolve()
+    def origin(name: str) -> str:
+        """Where a value came from, as the person must fix it: variable, file and key, or option."""
+        setting, source = _BY_NAME[name], sources.get(name)
+        if source == "command line":
+            return f"--{name.replace('_', '-')}"
+        if source and source != "environment":
+            return f"{source}: [{setting.toml_path[0]}] {setting.toml_path[1]}"
+        return setting.env
+
     values["log_level"] = str(values["log_level"]).lower()
     if values["log_level"] not in LOG_LEVELS:
-        raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {values['log_level']!r}")
+        raise ConfigError(f"{origin('log_level')}: must be one of {', '.join(LOG_LEVELS)}, got {values['log_level']!r}")
     if values["log_format"] not in ("json", "console"):
-        raise ConfigError(f"log format must be json or console, got {values['log_format']!r}")
+        raise ConfigError(f"{origin('log_format')}: must be json or console, got {values['log_format']!r}")
     for port in ("http_port", "nats_port", "mqtt_port", "nats_monitor_port"):
         if values[port] > 65535 or (values[port] == 0 and port != "nats_monitor_port"):
-            raise ConfigError(f"{_BY_NAME[port].env}: {values[port]} is not a valid TCP port")
+            raise ConfigError(f"{origin(port)}: {values[port]} is not a valid TCP port")
+    if not 1 <= values["auth_token_ttl_minutes"] <= 7 * 24 * 60:
+        raise ConfigError(f"{origin('auth_token_ttl_minutes')}: a token lives 1 to 10080 minutes, "
+                          f"got {values['auth_token_ttl_minutes']}")
     for url_name, schemes in (("database_url", ("postgresql", "postgres")), ("nats_url", ("nats", "tls", "ws", "wss"))):
         url = values[url_name]
         if url is not None and urlsplit(url).scheme not in schemes:
-            raise ConfigError(f"{_BY_NAME[url_name].env}: expected a {schemes[0]}:// URL, got {mask_url(url)!r}")
+            raise ConfigError(f"{origin(url_name)}: expected a {schemes[0]}:// URL, got {mask_url(url)!r}")
     return Config(**values, sources=sources)
 
 

@@ -211,15 +211,21 @@ def test_port_limits_are_inclusive_and_monitor_port_may_be_off():
 
 def test_invalid_port_in_toml_is_refused(tmp_path):
     path = write_toml(tmp_path, "[http]\nport = 99999\n")
-    with pytest.raises(ConfigError, match="CITYPILOT_HTTP_PORT: 99999 is not a valid TCP port"):
+    with pytest.raises(ConfigError, match=r"citypilot.toml: \[http\] port: 99999 is not a valid TCP port"):
         load_config(path, environ={})
 
 
 def test_unknown_log_level_and_format():
-    with pytest.raises(ConfigError, match="log level must be one of"):
+    with pytest.raises(ConfigError, match="CITYPILOT_LOG_LEVEL: must be one of debug, info, warning, error"):
         load_config(environ={"CITYPILOT_LOG_LEVEL": "verbose"})
-    with pytest.raises(ConfigError, match="log format must be json or console"):
+    with pytest.raises(ConfigError, match="CITYPILOT_LOG_FORMAT: must be json or console"):
         load_config(environ={"CITYPILOT_LOG_FORMAT": "xml"})
+
+
+@pytest.mark.parametrize("minutes", ["0", "10081"])
+def test_token_lifetime_must_be_sensible(minutes):
+    with pytest.raises(ConfigError, match="CITYPILOT_AUTH_TOKEN_TTL_MINUTES: a token lives 1 to 10080 minutes"):
+        load_config(environ={"CITYPILOT_AUTH_TOKEN_TTL_MINUTES": minutes})
 
 
 def test_database_url_with_wrong_scheme_is_refused_without_leaking_the_password():

@@ -7,6 +7,7 @@ and the NATS connection against endpoints that ``Infrastructure`` brought up bef
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from citypilot import __version__
+from citypilot.auth.accounts import purge_expired_sessions
 from citypilot.auth.tokens import load_or_create_secret
 from citypilot.bus import connection as bus_connection
 from citypilot.config import Config
@@ -150,11 +152,17 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
         log.info("citypilot ready", extra={"version": __version__, "mqtt": endpoints.mqtt_url,
                                            "embedded_database": endpoints.embedded_database,
                                            "embedded_nats": endpoints.embedded_nats})
+        async with pool.connection() as conn:
+            await purge_expired_sessions(conn)
         try:
             yield
         finally:
             if nc is not None:
-                await nc.drain()
+                try:
+                    await asyncio.wait_for(nc.drain(), timeout=5)
+                except Exception as exc:  # NATS down or reconnecting: nothing left to flush
+                    log.warning("NATS not drained at shutdown", extra={"error": f"{type(exc).__name__}: {exc}"})
+                    await nc.close()
             await pool.close()
 
     app = FastAPI(

@@ -33,11 +33,16 @@ async def _log_reconnected() -> None:
     log.info("NATS reconnected")
 
 
+def servers(url: str) -> list[str]:
+    """A NATS URL or a comma-separated list of them (a cluster) as the client's server list."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 def _reachable(url: str, timeout: float = 3.0) -> str | None:
     """None if some host of the URL list accepts a TCP connection, else what went wrong with each."""
     errors = []
-    for part in url.split(","):
-        parts = urlsplit(part.strip() if "://" in part else f"nats://{part.strip()}")
+    for part in servers(url):
+        parts = urlsplit(part if "://" in part else f"nats://{part}")
         host, port = parts.hostname or "127.0.0.1", parts.port or 4222
         try:
             with socket.create_connection((host, port), timeout=timeout):
@@ -56,7 +61,7 @@ async def check_nats(url: str) -> None:
         raise StartupError(f"cannot connect to NATS at {mask_url(url)} ({unreachable}). Is the server running? "
                            "Check CITYPILOT_NATS_URL (unset it to use the embedded server).")
     try:
-        nc = await asyncio.wait_for(nats.connect(url, connect_timeout=5, max_reconnect_attempts=0, allow_reconnect=False,
+        nc = await asyncio.wait_for(nats.connect(servers=servers(url), connect_timeout=5, max_reconnect_attempts=0, allow_reconnect=False,
                                                  error_cb=_log_error), timeout=10)
     except Exception as exc:
         raise StartupError(f"cannot connect to NATS at {mask_url(url)}: {type(exc).__name__} {exc}. "
@@ -72,6 +77,6 @@ async def check_nats(url: str) -> None:
 
 async def connect(url: str, name: str) -> Any:
     """A long-lived connection that keeps reconnecting; readiness reports while it is down."""
-    return await nats.connect(url, name=name, connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=1,
+    return await nats.connect(servers=servers(url), name=name, connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=1,
                               allow_reconnect=True, error_cb=_log_error, disconnected_cb=_log_disconnected,
                               reconnected_cb=_log_reconnected)

@@ -24,10 +24,11 @@ START_TIMEOUT_S = 10.0
 
 @dataclass(frozen=True)
 class NatsPorts:
-    host: str
+    host: str       # client and monitoring ports: citypilot's own processes
     client: int
     mqtt: int
-    monitor: int  # 0 = no monitoring endpoint
+    monitor: int    # 0 = no monitoring endpoint
+    mqtt_host: str = "127.0.0.1"  # the device endpoint, opened separately from the NATS client port
 
 
 def find_nats_server() -> Path:
@@ -59,7 +60,7 @@ def render_config(ports: NatsPorts, store_dir: Path) -> str:
         "  max_file_store: 20GB",
         "}",
         "mqtt {",
-        f'  listen: "{ports.host}:{ports.mqtt}"',
+        f'  listen: "{ports.mqtt_host}:{ports.mqtt}"',
         "}",
     ]
     return "\n".join(lines) + "\n"
@@ -82,7 +83,7 @@ class EmbeddedNats:
 
     @property
     def mqtt_url(self) -> str:
-        return f"mqtt://{self.ports.host}:{self.ports.mqtt}"
+        return f"mqtt://{self.ports.mqtt_host}:{self.ports.mqtt}"
 
     def start(self) -> str:
         binary = find_nats_server()
@@ -101,13 +102,14 @@ class EmbeddedNats:
         return self.url
 
     def _check_ports(self) -> None:
-        named = [("client", self.ports.client, "CITYPILOT_NATS_PORT"), ("MQTT", self.ports.mqtt, "CITYPILOT_MQTT_PORT")]
+        named = [("client", self.ports.host, self.ports.client, "CITYPILOT_NATS_PORT"),
+                 ("MQTT", self.ports.mqtt_host, self.ports.mqtt, "CITYPILOT_MQTT_PORT")]
         if self.ports.monitor:
-            named.append(("monitoring", self.ports.monitor, "CITYPILOT_NATS_MONITOR_PORT (0 turns it off)"))
-        for what, port, variable in named:
-            if not port_is_free(self.ports.host, port):
+            named.append(("monitoring", self.ports.host, self.ports.monitor, "CITYPILOT_NATS_MONITOR_PORT (0 turns it off)"))
+        for what, host, port, variable in named:
+            if not port_is_free(host, port):
                 raise StartupError(
-                    f"the embedded NATS server cannot use its {what} port {port} on {self.ports.host}: "
+                    f"the embedded NATS server cannot use its {what} port {port} on {host}: "
                     f"another program is listening there. Set {variable} to a free port, or set "
                     "CITYPILOT_NATS_URL to use an existing NATS server.")
 
@@ -118,7 +120,8 @@ class EmbeddedNats:
             if self._process.poll() is not None:
                 raise StartupError(f"the embedded NATS server exited at start (code {self._process.returncode}). "
                                    f"Last lines of {self.log_file}:\n{self._log_tail()}")
-            if _accepts(self.ports.host, self.ports.client) and _accepts(self.ports.host, self.ports.mqtt):
+            mqtt_probe = "127.0.0.1" if self.ports.mqtt_host in ("0.0.0.0", "::") else self.ports.mqtt_host
+            if _accepts(self.ports.host, self.ports.client) and _accepts(mqtt_probe, self.ports.mqtt):
                 return
             time.sleep(0.05)
         self.stop()

@@ -18,6 +18,7 @@ from citypilot.db.migrations import MigrationError, migrate
 from .embedded_nats import EmbeddedNats, NatsPorts
 from .embedded_postgres import EmbeddedPostgres
 from .errors import StartupError
+from .lock import DataDirLock
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class Infrastructure:
         self.apply_migrations = apply_migrations
         self._postgres: EmbeddedPostgres | None = None
         self._nats: EmbeddedNats | None = None
+        self._lock: DataDirLock | None = None
         self.endpoints: Endpoints | None = None
 
     def start(self) -> Endpoints:
@@ -65,6 +67,9 @@ class Infrastructure:
 
     def _start(self) -> Endpoints:
         config = self.config
+        if self.with_nats and config.embedded_nats:
+            self._lock = DataDirLock(config.data_dir)
+            self._lock.acquire()
         if config.embedded_database:
             self._postgres = EmbeddedPostgres(config.data_dir)
             database_url = self._postgres.start()
@@ -86,8 +91,8 @@ class Infrastructure:
         nats_url = mqtt_url = None
         if self.with_nats:
             if config.embedded_nats:
-                self._nats = EmbeddedNats(config.data_dir, NatsPorts(config.nats_host, config.nats_port,
-                                                                     config.mqtt_port, config.nats_monitor_port))
+                self._nats = EmbeddedNats(config.data_dir, NatsPorts(config.nats_host, config.nats_port, config.mqtt_port,
+                                                                     config.nats_monitor_port, config.mqtt_host))
                 nats_url = self._nats.start()
                 mqtt_url = self._nats.mqtt_url
                 log.info("embedded NATS ready", extra={"nats": nats_url, "mqtt": mqtt_url})
@@ -105,6 +110,9 @@ class Infrastructure:
         if self._postgres is not None:
             self._postgres.stop()
             self._postgres = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> Endpoints:
         return self.start()

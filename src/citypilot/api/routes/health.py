@@ -34,6 +34,8 @@ async def _check_database(context: AppContext) -> str | None:
 async def _check_nats(context: AppContext) -> str | None:
     if context.nats is None:
         return "not connected"
+    if not context.nats.is_connected:  # flush() returns at once while the client is reconnecting
+        return "disconnected (reconnecting)" if context.nats.is_reconnecting else "disconnected"
     try:
         async with asyncio.timeout(2):
             await context.nats.flush()
