@@ -118,7 +118,12 @@ def test_dry_run_writes_nothing(cli, stack, tmp_path, uid):
     good_csv(tmp_path, uid)
     result = cli("assets", "import", "--dry-run", "good.csv")
     assert result.returncode == 0, result.stderr
-    assert "3 valid asset(s)" in result.stdout and "nothing written" in result.stdout
+    assert "3 created, 0 updated, 0 unchanged; nothing written (--dry-run)" in result.stdout
+    assert stored(stack, uid) == {}
+    # The dry run checks against the registry too: a reporter that does not exist is caught.
+    write(tmp_path / "ghost.csv", HEADER, f"{uid}-SL-9,street_light,Lampe,{LAT},{LON},{uid}-NO-SUCH-CABINET,,")
+    result = cli("assets", "import", "--dry-run", "ghost.csv")
+    assert result.returncode != 0 and "field 'reported_by'" in result.stderr, result.stderr
     assert stored(stack, uid) == {}
     write(tmp_path / "bad.csv", HEADER, f"{uid}-SL-1,street_light,Lampe,{LAT},200,,,")
     result = cli("assets", "import", "--dry-run", "bad.csv")

@@ -266,10 +266,23 @@ def test_installation_before_1850():
     assert problem.field == "installed_on" and "before 1850-01-01" in problem.message
 
 
-@pytest.mark.parametrize("status", [..., "in_service", "out_of_service", "retired"])
+@pytest.mark.parametrize("status", [..., "in_service", "out_of_service"])
 def test_future_installation_needs_status_planned(status):
     problem = only_problem(light(installed_on="2025-06-02", status=status))
     assert problem.field == "installed_on" and "in the future" in problem.message
+
+
+def test_a_cancelled_project_can_be_retired_with_its_planned_date():
+    [sheet] = validate(light(installed_on="2026-01-01", status="retired"))
+    assert sheet.status == "retired" and sheet.installed_on == dt.date(2026, 1, 1)
+
+
+def test_csv_attribute_problems_name_the_column():
+    record = RawRecord("line 4", {"id": "SL-1", "kind": "street_light", "name": "x", "lat": "47.322", "lon": "5.0415",
+                                  "attributes": {"lamp_power_w": "lots", "colour": "red"}}, line=4, from_text=True)
+    with pytest.raises(ValidationFailed) as info:
+        validate_sheets([record], default_catalog(), metropole(), today=TODAY)
+    assert sorted(p.field for p in info.value.problems) == ["attr.colour", "attr.lamp_power_w"]
 
 
 def test_future_installation_of_planned_equipment():

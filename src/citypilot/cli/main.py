@@ -171,7 +171,7 @@ def assets_import(
     ctx: typer.Context,
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="CSV or GeoJSON file."),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="csv or geojson (default: from the file name)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate only; write nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check everything (against the registry too) and report what would change; write nothing."),
     actor: str = typer.Option("cli", help="Name recorded in the assets' history."),
 ) -> None:
     """Import assets from CSV or GeoJSON: all or nothing, re-import updates without duplicates."""
@@ -186,27 +186,28 @@ def assets_import(
     if fmt not in FORMATS:
         fail(f"unknown format {fmt!r}: csv or geojson", 2)
     catalog, communes = default_catalog(), metropole()
-    try:
-        sheets, _ = service.parse_and_validate(data, fmt, catalog, communes)
-    except ValidationFailed as exc:
+
+    def report(exc: ValidationFailed) -> None:
         for problem in exc.problems:
             typer.echo(f"{file}: {problem}", err=True)
         if exc.total > len(exc.problems):
             typer.echo(f"... and {exc.total - len(exc.problems)} more problem(s)", err=True)
         fail(f"{file}: {exc.total} problem(s); nothing was imported")
-    if dry_run:
-        typer.echo(f"{file}: {len(sheets)} valid asset(s); nothing written (--dry-run)")
-        return
+
+    try:  # file errors first, before any server is started
+        service.parse_and_validate(data, fmt, catalog, communes)
+    except ValidationFailed as exc:
+        report(exc)
     config = get_config(ctx)
     with database(config) as url:
         try:
             result = run_with_pool(url, lambda pool: service.import_file(
-                pool, data, fmt, actor=actor, source=f"import:{file.name}", catalog=catalog, communes=communes))
+                pool, data, fmt, actor=actor, source=f"import:{file.name}", catalog=catalog, communes=communes,
+                dry_run=dry_run))
         except ValidationFailed as exc:
-            for problem in exc.problems:
-                typer.echo(f"{file}: {problem}", err=True)
-            fail(f"{file}: {exc.total} problem(s); nothing was imported")
-    typer.echo(f"{file}: {result.created} created, {result.updated} updated, {result.unchanged} unchanged")
+            report(exc)
+    suffix = "; nothing written (--dry-run)" if dry_run else ""
+    typer.echo(f"{file}: {result.created} created, {result.updated} updated, {result.unchanged} unchanged{suffix}")
 
 
 @assets_app.command("export")

@@ -261,39 +261,63 @@ class AssetFilter:
         return (" AND ".join(clauses) or "TRUE"), params
 
 
-def encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": last_id}).encode()).decode().rstrip("=")
+@dataclass(frozen=True)
+class Cursor:
+    """Where the previous page ended: the last id, and its distance when the list is nearest-first."""
+
+    after_id: str
+    after_distance: float | None = None
+
+    def encode(self) -> str:
+        value: dict[str, Any] = {"after": self.after_id}
+        if self.after_distance is not None:
+            value["d"] = self.after_distance
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> "Cursor":
+        try:
+            padded = text + "=" * (-len(text) % 4)
+            value = json.loads(base64.urlsafe_b64decode(padded.encode()))
+            after, distance = value["after"], value.get("d")
+            if not isinstance(after, str) or not (distance is None or isinstance(distance, (int, float))):
+                raise ValueError
+            return cls(after, None if distance is None else float(distance))
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, UnicodeDecodeError):
+            raise ValueError("malformed cursor: pass back the next_cursor of a previous page unchanged") from None
 
 
-def decode_cursor(cursor: str) -> str:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        after = value["after"]
-        if not isinstance(after, str):
-            raise ValueError
-        return after
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ValueError("malformed cursor: pass back the next_cursor of a previous page unchanged") from None
+async def list_assets(conn: psycopg.AsyncConnection, flt: AssetFilter, *, cursor: Cursor | None, limit: int
+                      ) -> tuple[list[dict[str, Any]], Cursor | None]:
+    """One page of assets and the cursor of the next one (None at the end).
 
-
-async def list_assets(conn: psycopg.AsyncConnection, flt: AssetFilter, *, after: str | None, limit: int
-                      ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of assets ordered by id, and the cursor of the next page (None at the end)."""
+    Ordered by id; with ``near``, nearest first (ties by id), through the GiST index's distance ordering.
+    """
     where, params = flt.where()
-    params.update(after=after, limit=limit + 1)
-    distance = ""
+    params.update(limit=limit + 1, after=cursor.after_id if cursor else None)
     if flt.near:
-        distance = ", round((pt <-> point(%(nx)s, %(ny)s))::numeric, 1)::float8 AS distance_m"
-    sql = (f"SELECT {ASSET_COLUMNS}{distance} FROM assets WHERE {where} "
-           f"AND (%(after)s::text IS NULL OR id > %(after)s::text) ORDER BY id LIMIT %(limit)s")
+        dist = "(pt <-> point(%(nx)s, %(ny)s))"
+        select = f"{ASSET_COLUMNS}, {dist} AS _distance, round({dist}::numeric, 1)::float8 AS distance_m"
+        order = f"{dist}, id"
+        keyset = ""
+        if cursor is not None:
+            if cursor.after_distance is None:
+                raise ValueError("malformed cursor: this cursor belongs to a list without 'near'")
+            keyset = f"AND ({dist} > %(after_d)s OR ({dist} = %(after_d)s AND id > %(after)s))"
+            params["after_d"] = cursor.after_distance
+    else:
+        select, order = ASSET_COLUMNS, "id"
+        keyset = "AND id > %(after)s" if cursor is not None else ""
+    sql = f"SELECT {select} FROM assets WHERE {where} {keyset} ORDER BY {order} LIMIT %(limit)s"
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql, params)
         rows = await cur.fetchall()
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1]["id"])
+        next_cursor = Cursor(rows[-1]["id"], rows[-1].get("_distance"))
+    for row in rows:
+        row.pop("_distance", None)
     return rows, next_cursor
 
 
@@ -304,15 +328,14 @@ async def count_assets(conn: psycopg.AsyncConnection, flt: AssetFilter) -> int:
 
 
 async def stream_assets(conn: psycopg.AsyncConnection, flt: AssetFilter, batch: int = 2000) -> AsyncIterator[dict[str, Any]]:
-    """Every matching asset in id order, fetched in pages (for exports)."""
-    after: str | None = None
+    """Every matching asset in list order, fetched in pages (for exports)."""
+    cursor: Cursor | None = None
     while True:
-        rows, next_cursor = await list_assets(conn, flt, after=after, limit=batch)
+        rows, cursor = await list_assets(conn, flt, cursor=cursor, limit=batch)
         for row in rows:
             yield row
-        if next_cursor is None:
+        if cursor is None:
             return
-        after = rows[-1]["id"]
 
 
 def sheet_values(row: dict[str, Any]) -> dict[str, Any]:

@@ -29,23 +29,22 @@ def parse_and_validate(data: bytes, fmt: str, catalog: Catalog, communes: Commun
     return sheets, origins
 
 
-async def check_file(pool: AsyncConnectionPool, data: bytes, fmt: str, *, catalog: Catalog,
-                     communes: Communes) -> list[AssetSheet]:
-    """Validate a file as ``import_file`` would, including against the registry, and write nothing."""
-    sheets, origins = await asyncio.to_thread(parse_and_validate, data, fmt, catalog, communes)
-    async with pool.connection() as conn:
-        await repo._check_reporters(conn, sheets, catalog, origins)
-    return sheets
-
-
 async def import_file(pool: AsyncConnectionPool, data: bytes, fmt: str, *, actor: str, source: str,
-                      catalog: Catalog, communes: Communes) -> repo.SaveResult:
-    """Validate the whole file, then write it in one transaction (all or nothing)."""
+                      catalog: Catalog, communes: Communes, dry_run: bool = False) -> repo.SaveResult:
+    """Validate the whole file, then write it in one transaction (all or nothing).
+
+    A dry run does the very same work, checks included, and rolls the transaction back: it reports
+    exactly what the import would do and writes nothing.
+    """
     sheets, origins = await asyncio.to_thread(parse_and_validate, data, fmt, catalog, communes)
+    result = repo.SaveResult()
     async with pool.connection() as conn:
         async with conn.transaction():
-            return await repo.save_sheets(conn, sheets, actor=actor, source=source, catalog=catalog,
-                                          communes=communes, origins=origins)
+            result = await repo.save_sheets(conn, sheets, actor=actor, source=source, catalog=catalog,
+                                            communes=communes, origins=origins)
+            if dry_run:
+                raise psycopg.Rollback()
+    return result
 
 
 async def create_asset(pool: AsyncConnectionPool, values: dict[str, Any], *, actor: str, catalog: Catalog,
@@ -65,7 +64,8 @@ async def create_asset(pool: AsyncConnectionPool, values: dict[str, Any], *, act
 async def update_asset(pool: AsyncConnectionPool, asset_id: str, changes: dict[str, Any], *, actor: str,
                        expected_version: int | None, catalog: Catalog, communes: Communes,
                        hide_kinds: list[str], note: str | None = None) -> dict[str, Any]:
-    """Apply a partial update (absent fields keep their value; null clears an optional field)."""
+    """Apply a partial update: absent fields keep their value, null clears an optional field, and
+    ``attributes`` is merged key by key (null removes an attribute)."""
     async with pool.connection() as conn:
         async with conn.transaction():
             await repo.lock_for_writing(conn)  # else concurrent updates merge into the same stale version
@@ -79,7 +79,9 @@ async def update_asset(pool: AsyncConnectionPool, asset_id: str, changes: dict[s
                 for key in ("lat", "lon", "geometry"):
                     values.pop(key, None)
             for key, value in changes.items():
-                if value is None:
+                if key == "attributes" and isinstance(value, dict):
+                    values["attributes"] = merge_attributes(values.get("attributes") or {}, value)
+                elif value is None:
                     values.pop(key, None)
                 else:
                     values[key] = value
@@ -89,5 +91,12 @@ async def update_asset(pool: AsyncConnectionPool, asset_id: str, changes: dict[s
             return await repo.get_asset(conn, asset_id)
 
 
-def is_unique_violation(exc: BaseException) -> bool:
-    return isinstance(exc, psycopg.errors.UniqueViolation)
+def merge_attributes(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """JSON merge patch (RFC 7396) of kind-specific attributes: given keys change, null removes one."""
+    merged = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged

@@ -209,6 +209,11 @@ def _geometry(record: RawRecord, problems: _Collector) -> BaseGeometry | None:
     return geom
 
 
+def _attr_field(record: RawRecord, name: str) -> str:
+    """How the person who wrote the input names an attribute: the CSV column, or the JSON path."""
+    return f"attr.{name}" if record.from_text else f"attributes.{name}"
+
+
 def _attributes(record: RawRecord, specs: Mapping[str, FieldSpec], problems: _Collector) -> dict[str, Any]:
     raw = record.values.get("attributes") or {}
     if not isinstance(raw, dict):
@@ -219,7 +224,7 @@ def _attributes(record: RawRecord, specs: Mapping[str, FieldSpec], problems: _Co
         spec = specs.get(name)
         if spec is None:
             known = ", ".join(specs) or "none"
-            problems.add(record, f"attributes.{name}", f"unknown attribute for {record.values.get('kind')} (known: {known})")
+            problems.add(record, _attr_field(record, name), f"unknown attribute for {record.values.get('kind')} (known: {known})")
             continue
         if isinstance(value, str):
             value = value.strip()  # as core text fields are, and as a CSV cell is: an export re-imported is the same
@@ -228,12 +233,12 @@ def _attributes(record: RawRecord, specs: Mapping[str, FieldSpec], problems: _Co
         try:
             coerced = spec.coerce(value, from_text=record.from_text)
         except FieldError as exc:
-            problems.add(record, f"attributes.{name}", str(exc))
+            problems.add(record, _attr_field(record, name), str(exc))
             continue
         out[name] = coerced.isoformat() if isinstance(coerced, dt.date) else coerced
     for spec in specs.values():
         if spec.required and spec.name not in out:
-            problems.add(record, f"attributes.{spec.name}", "is required for this kind")
+            problems.add(record, _attr_field(record, spec.name), "is required for this kind")
     return out
 
 
@@ -300,7 +305,8 @@ def validate_sheets(records: Sequence[RawRecord], catalog: Catalog, communes: Co
             else:
                 if installed_on < EARLIEST_INSTALLATION:
                     problems.add(record, "installed_on", f"{installed_on} is before {EARLIEST_INSTALLATION}")
-                elif installed_on > today and status != "planned":
+                elif installed_on > today and status not in ("planned", "retired"):
+                    # a planned asset, or a planned one cancelled (retired), may carry a future date
                     problems.add(record, "installed_on", f"{installed_on} is in the future but the status is {status}")
         reported_by = _text(record, "reported_by", problems)
         if reported_by is not None:

@@ -23,6 +23,7 @@ from ..security import allow
 
 router = APIRouter(prefix="/api/v1/assets", tags=["registry"])
 MAX_RADIUS_M = 50_000
+DEFAULT_RADIUS_M = 500.0
 
 _ASSET_EXAMPLE = {
     "id": "SL-DIJ-000123", "kind": "street_light", "name": "Rue de la Liberté 12", "lat": 47.3220, "lon": 5.0380,
@@ -77,6 +78,11 @@ def build_filter(context: AppContext, principal: Principal, kind: str | None, co
             raise Problem(400, "bbox must be min_lon,min_lat,max_lon,max_lat with min < max, in degrees",
                           type_="invalid-parameter", field="bbox")
         flt.bbox = (min_lon, min_lat, max_lon, max_lat)
+    if q is not None and not any(ch.isalnum() for ch in q):
+        raise Problem(400, "q must contain letters or digits", type_="invalid-parameter", field="q")
+    if radius_m != DEFAULT_RADIUS_M and not near:
+        raise Problem(400, "radius_m needs near=lat,lon (the centre of the circle)", type_="invalid-parameter",
+                      field="radius_m")
     if near:
         lat, lon = _floats(near, 2, "near", "lat,lon in degrees")
         if not (-90 <= lat <= 90 and -180 <= lon <= 180):
@@ -99,8 +105,9 @@ class FilterParams:
         status: str | None = Query(None, description="Lifecycle status(es), comma-separated", max_length=200),
         service: str | None = Query(None, description="Service(s) in charge, comma-separated", max_length=500),
         bbox: str | None = Query(None, description="min_lon,min_lat,max_lon,max_lat", max_length=200),
-        near: str | None = Query(None, description="lat,lon: only assets within radius_m of this point", max_length=100),
-        radius_m: float = Query(500, description="Radius around `near`, metres"),
+        near: str | None = Query(None, description="lat,lon: only assets within radius_m of this point, nearest first",
+                                 max_length=100),
+        radius_m: float = Query(DEFAULT_RADIUS_M, description="Radius around `near`, metres"),
         q: str | None = Query(None, description="Text search in id, name, address, commune, kind, make", max_length=100),
         reported_by: str | None = Query(None, description="Assets reported by this device", max_length=64),
     ) -> None:
@@ -111,7 +118,7 @@ class FilterParams:
         return build_filter(context, principal, **self.values)
 
 
-@router.get("", summary="List assets (filters, cursor pagination)")
+@router.get("", summary="List assets (filters, cursor pagination; by id, or nearest first with near)")
 async def list_assets(
     filters: FilterParams = Depends(),
     limit: int = Query(100, ge=1, le=repo.MAX_PAGE),
@@ -121,13 +128,15 @@ async def list_assets(
 ) -> FastJSONResponse:
     flt = filters.build(context, principal)
     try:
-        after = repo.decode_cursor(cursor) if cursor else None
+        position = repo.Cursor.decode(cursor) if cursor else None
+        if position is not None and (position.after_distance is None) != (flt.near is None):
+            raise ValueError("malformed cursor: it belongs to a list with other parameters")
     except ValueError as exc:
         raise Problem(400, str(exc), type_="invalid-parameter", field="cursor") from None
     async with context.pool.connection() as conn:
-        rows, next_cursor = await repo.list_assets(conn, flt, after=after, limit=limit)
+        rows, next_cursor = await repo.list_assets(conn, flt, cursor=position, limit=limit)
     items = [repo.row_to_asset(r, context.communes) for r in rows]
-    return FastJSONResponse({"items": items, "next_cursor": next_cursor})
+    return FastJSONResponse({"items": items, "next_cursor": next_cursor.encode() if next_cursor else None})
 
 
 @router.get("/export", summary="Export assets as CSV or GeoJSON (same filters as the list)")
@@ -189,7 +198,7 @@ def _render(fmt: str, batch: list[dict[str, Any]], attribute_names: list[str], f
 async def import_assets(
     request: Request,
     format: str | None = Query(None, pattern="^(csv|geojson)$", description="Default: from the content type"),
-    dry_run: bool = Query(False, description="Validate only, write nothing"),
+    dry_run: bool = Query(False, description="Check everything and report what the import would do; write nothing"),
     principal: Principal = allow(REGISTRY_EDITORS),
     context: AppContext = Depends(get_context),
 ) -> dict[str, Any]:
@@ -199,12 +208,9 @@ async def import_assets(
     fmt = format or detect_format(None, request.headers.get("content-type"), data[:64])
     if fmt not in FORMATS:
         raise Problem(415, f"unsupported format {fmt!r}")
-    if dry_run:
-        sheets = await service.check_file(context.pool, data, fmt, catalog=context.catalog, communes=context.communes)
-        return {"dry_run": True, "valid": len(sheets)}
     result = await service.import_file(context.pool, data, fmt, actor=principal.username, source=f"import:{fmt}",
-                                       catalog=context.catalog, communes=context.communes)
-    return {"dry_run": False, **result.as_dict(), "total": result.created + result.updated + result.unchanged}
+                                       catalog=context.catalog, communes=context.communes, dry_run=dry_run)
+    return {"dry_run": dry_run, **result.as_dict(), "total": result.created + result.updated + result.unchanged}
 
 
 @router.post("", status_code=201, summary="Create an asset",
