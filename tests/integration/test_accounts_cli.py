@@ -74,3 +74,33 @@ def test_duplicate_user_and_unknown_user_are_clear_errors(stack):
     assert "read_only" in line, "a refused duplicate must not change the existing account"
     missing = _cli(stack, "user", "disable", "ghost-" + name)
     assert missing.returncode == 1 and "no user" in missing.stderr
+
+
+def test_the_last_administrator_cannot_be_disabled_or_demoted(stack, tmp_path):
+    """On a registry with a single admin, the commands refuse what would lock everyone out."""
+    import psycopg
+
+    from citypilot.db.migrations import migrate
+
+    name = f"lastadmin_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(stack.endpoints.database_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = stack.endpoints.database_url.replace("/citypilot?", f"/{name}?") if stack.backend == "embedded" \
+        else stack.endpoints.database_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        migrate(url)
+        solo = Stack(stack.backend, stack.config, stack.endpoints.__class__(url, None, None, True, True))
+        assert _cli(solo, "user", "add", "chief", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n").returncode == 0
+        refused = _cli(solo, "user", "disable", "chief")
+        assert refused.returncode == 1 and "last enabled administrator" in refused.stderr
+        refused = _cli(solo, "user", "role", "chief", "operator")
+        assert refused.returncode == 1 and "last enabled administrator" in refused.stderr
+        assert _cli(solo, "user", "add", "deputy", "--role", "operator", "--password-stdin", stdin=PASSWORD + "\n").returncode == 0
+        assert _cli(solo, "user", "role", "deputy", "admin").returncode == 0
+        assert _cli(solo, "user", "disable", "chief").returncode == 0
+        listing = _cli(solo, "user", "list").stdout
+        assert "(disabled)" in next(l for l in listing.splitlines() if l.startswith("chief"))
+        assert " admin " in next(l for l in listing.splitlines() if l.startswith("deputy"))
+    finally:
+        with psycopg.connect(stack.endpoints.database_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -216,3 +216,21 @@ def test_health_readiness_and_metrics(app_client):
     metrics = app_client.get("/metrics")
     assert metrics.status_code == 200
     assert 'citypilot_http_requests_total{method="GET",route="/api/v1/kinds",status="401"}' in metrics.text
+
+
+def test_role_change_applies_to_open_sessions_at_once(app_client, auth):
+    name = "promo-" + uuid.uuid4().hex[:6]
+    assert app_client.post("/api/v1/users", headers=auth("admin"),
+                           json={"username": name, "role": "read_only", "password": PASSWORD}).status_code == 201
+    token = app_client.post("/api/v1/auth/login", json={"username": name, "password": PASSWORD}).json()["access_token"]
+    app_client.cookies.clear()
+    mine = {"Authorization": f"Bearer {token}"}
+    assert app_client.get("/api/v1/users", headers=mine).status_code == 403
+    changed = app_client.patch(f"/api/v1/users/{name}", headers=auth("admin"), json={"role": "dpo"})
+    assert changed.status_code == 200, changed.text
+    assert app_client.get("/api/v1/auth/me", headers=mine).json()["role"] == "dpo"
+    assert app_client.get("/api/v1/users", headers=mine).status_code == 200
+    bad = app_client.patch(f"/api/v1/users/{name}", headers=auth("admin"), json={"role": "field_agent"})
+    assert bad.status_code == 422 and "service" in bad.json()["detail"]
+    missing = app_client.patch("/api/v1/users/ghost-" + name, headers=auth("admin"), json={"role": "dpo"})
+    assert missing.status_code == 404

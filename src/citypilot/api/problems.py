@@ -19,7 +19,8 @@ from citypilot.registry.repository import AssetExists, AssetNotFound, VersionCon
 from citypilot.registry.sheet import ValidationFailed
 
 PROBLEM_JSON = "application/problem+json"
-TYPE_BASE = "https://citypilot.org/problems/"
+# A URN, not a URL: the problem kinds are named, not hosted anywhere (RFC 9457 allows any URI).
+TYPE_BASE = "urn:citypilot:problem:"
 log = logging.getLogger("citypilot.api")
 
 _TITLES = {400: "Bad request", 401: "Authentication required", 403: "Forbidden", 404: "Not found",

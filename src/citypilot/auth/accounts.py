@@ -26,6 +26,14 @@ class UserExists(AccountError):
     pass
 
 
+class UnknownUser(AccountError):
+    pass
+
+
+class LastAdmin(AccountError):
+    pass
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: an authenticated user with a role (and a service for per-service roles)."""
@@ -63,16 +71,37 @@ async def set_password(conn: psycopg.AsyncConnection, username: str, password: s
     cur = await conn.execute("UPDATE users SET password_hash = %s, password_changed_at = now() WHERE username = %s",
                              (password_hash, username))
     if cur.rowcount == 0:
-        raise AccountError(f"no user {username!r}")
+        raise UnknownUser(f"no user {username!r}")
     await conn.execute("UPDATE sessions SET revoked_at = now() WHERE username = %s AND revoked_at IS NULL", (username,))
 
 
+async def _keep_an_admin(conn: psycopg.AsyncConnection, username: str) -> None:
+    """Refuse a change that would leave no enabled administrator (nobody could manage accounts)."""
+    rows = await (await conn.execute(
+        "SELECT username FROM users WHERE role = 'admin' AND NOT disabled ORDER BY username FOR UPDATE")).fetchall()
+    if [r[0] for r in rows] == [username]:
+        raise LastAdmin(f"{username} is the last enabled administrator; give another account the admin role first")
+
+
 async def set_disabled(conn: psycopg.AsyncConnection, username: str, disabled: bool) -> None:
+    if disabled:
+        await _keep_an_admin(conn, username)
     cur = await conn.execute("UPDATE users SET disabled = %s WHERE username = %s", (disabled, username))
     if cur.rowcount == 0:
-        raise AccountError(f"no user {username!r}")
+        raise UnknownUser(f"no user {username!r}")
     if disabled:
         await conn.execute("UPDATE sessions SET revoked_at = now() WHERE username = %s AND revoked_at IS NULL", (username,))
+
+
+async def set_role(conn: psycopg.AsyncConnection, username: str, role: str, service: str | None, *,
+                   services: dict[str, str]) -> None:
+    """Give an account another role (and service); it applies to its open sessions at once."""
+    check_account(username, role, service, services)
+    if role != "admin":
+        await _keep_an_admin(conn, username)
+    cur = await conn.execute("UPDATE users SET role = %s, service = %s WHERE username = %s", (role, service, username))
+    if cur.rowcount == 0:
+        raise UnknownUser(f"no user {username!r}")
 
 
 async def list_users(conn: psycopg.AsyncConnection) -> list[dict[str, Any]]:

@@ -47,8 +47,8 @@ def main(
 @app.command()
 def serve(
     ctx: typer.Context,
-    host: Optional[str] = typer.Option(None, help="Address to listen on [default: 127.0.0.1]."),
-    port: Optional[int] = typer.Option(None, help="Port to listen on [default: 8080]."),
+    host: Optional[str] = typer.Option(None, help="Address to listen on (default 127.0.0.1, or CITYPILOT_HTTP_HOST)."),
+    port: Optional[int] = typer.Option(None, help="Port to listen on (default 8080, or CITYPILOT_HTTP_PORT)."),
 ) -> None:
     """Run the control centre (embedded PostgreSQL and NATS unless external URLs are set)."""
     from .serve import run_server
@@ -141,6 +141,22 @@ def _change_account(ctx: typer.Context, change) -> None:
             run_with_pool(url, work)
         except accounts.AccountError as exc:
             fail(str(exc))
+
+
+@user_app.command("role")
+def user_role(ctx: typer.Context, name: str = typer.Argument(...), role: str = typer.Argument(..., help="The new role."),
+              service: Optional[str] = typer.Option(None, help="Service of a service_coordinator or field_agent.")) -> None:
+    """Give an account another role (effective at once, open sessions included)."""
+    from citypilot.auth import accounts
+    from citypilot.equipment.catalog import default_catalog
+
+    services = dict(default_catalog().services)
+    try:
+        accounts.check_account(name, role, service, services)
+    except accounts.AccountError as exc:
+        fail(str(exc), 2)
+    _change_account(ctx, lambda conn: accounts.set_role(conn, name, role, service, services=services))
+    typer.echo(f"user {name} now has the role {role}" + (f" ({service})" if service else ""))
 
 
 @user_app.command("passwd")
@@ -285,10 +301,15 @@ def bench_import(
 
 
 def run() -> None:
+    from citypilot.equipment.catalog import CatalogError
+
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except CatalogError as exc:  # the packaged or edited catalogue is wrong: say where, no traceback
+        typer.echo(f"error: equipment catalogue: {exc}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

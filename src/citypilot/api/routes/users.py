@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from citypilot.auth import accounts
-from citypilot.auth.accounts import AccountError, Principal, UserExists
+from citypilot.auth.accounts import AccountError, LastAdmin, Principal, UnknownUser, UserExists
 from citypilot.auth.passwords import WeakPassword
 from citypilot.auth.roles import ACCOUNT_ADMINS, Role
 
@@ -35,6 +35,8 @@ class UserChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
     password: str | None = Field(None, min_length=1, max_length=1024)
     disabled: bool | None = None
+    role: RoleName | None = None
+    service: str | None = Field(None, max_length=40, description="With role: the service of a per-service role")
 
 
 @router.get("", summary="List accounts")
@@ -58,22 +60,30 @@ async def create_user(body: NewUser, principal: Principal = allow(ACCOUNT_ADMINS
     return {"username": body.username, "role": body.role, "service": body.service}
 
 
-@router.patch("/{username}", summary="Change an account's password or disable it (ends its sessions)")
+@router.patch("/{username}", summary="Change an account: password, role (and service), enabled or not",
+              responses={404: {"description": "no such user"}, 409: {"description": "would leave no administrator"}})
 async def change_user(username: str, body: UserChange, principal: Principal = allow(ACCOUNT_ADMINS),
                       context: AppContext = Depends(get_context)) -> dict[str, Any]:
-    if body.password is None and body.disabled is None:
-        raise Problem(422, "nothing to change: send password or disabled", type_="invalid-input")
-    if body.disabled and username == principal.username:
-        raise Problem(409, "an administrator cannot disable their own account")
+    if body.password is None and body.disabled is None and body.role is None:
+        raise Problem(422, "nothing to change: send password, role or disabled", type_="invalid-input")
+    if body.service is not None and body.role is None:
+        raise Problem(422, "service goes with role: send both", type_="invalid-input")
     try:
         async with context.pool.connection() as conn:
             async with conn.transaction():
                 if body.password is not None:
                     await accounts.set_password(conn, username, body.password)
+                if body.role is not None:
+                    await accounts.set_role(conn, username, body.role, body.service,
+                                            services=dict(context.catalog.services))
                 if body.disabled is not None:
                     await accounts.set_disabled(conn, username, body.disabled)
     except WeakPassword as exc:
         raise Problem(422, str(exc), type_="invalid-input") from None
-    except AccountError as exc:
+    except UnknownUser as exc:
         raise Problem(404, str(exc)) from None
+    except LastAdmin as exc:
+        raise Problem(409, str(exc)) from None
+    except AccountError as exc:
+        raise Problem(422, str(exc), type_="invalid-input") from None
     return {"username": username, "updated": True}
