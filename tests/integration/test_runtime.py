@@ -259,3 +259,35 @@ def test_asset_history_is_append_only(fresh_database):
 def test_external_server_is_postgresql_15_or_newer():
     with psycopg.connect(EXTERNAL_PG) as conn:
         assert conn.info.server_version >= 150000
+
+
+def test_import_benchmark_runs_on_a_throwaway_database_and_checks_idempotence(tmp_path):
+    import json
+
+    env = _env({"CITYPILOT_DATA_DIR": str(tmp_path / "never-used")})
+    result = _run(["bench", "import", "--assets", "300"], env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["first_import_result"] == {"created": 300, "updated": 0, "unchanged": 0}
+    assert figures["reimport_same_result"] == {"created": 0, "updated": 0, "unchanged": 300}
+    assert figures["reimport_1pct_changed_result"]["updated"] == 3
+    assert figures["first_import_s"] > 0 and "embedded PostgreSQL" in figures["database"]
+    assert not (tmp_path / "never-used").exists(), "the benchmark must not touch the configured data directory"
+
+
+@pytest.mark.slow
+def test_a_second_serve_on_the_same_data_directory_is_refused_and_the_first_keeps_running(tmp_path):
+    env = _env(embedded_environ(tmp_path / "data"))
+    port = int(env["CITYPILOT_HTTP_PORT"])
+    first = subprocess.Popen([CITYPILOT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_ready(port, first, timeout=15)
+        second = _run(["serve", "--port", str(free_port())], env)
+        assert second.returncode == 1
+        assert f"another citypilot (pid {first.pid}) is already serving" in second.stderr
+        assert "Traceback" not in second.stderr
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
+        assert ready.status_code == 200 and ready.json()["checks"]["nats"] == "ok"
+    finally:
+        _stop(first, signal.SIGTERM)
+    assert _processes_using(tmp_path / "data") == []

@@ -300,6 +300,18 @@ def bench_import(
     typer.echo(json.dumps(figures))
 
 
+@bench_app.command("startup")
+def bench_startup(runs: int = typer.Option(3, min=1, max=20, help="Warm restarts after the cold start.")) -> None:
+    """Time from `citypilot serve` to a ready /readyz (cold and warm), and to a clean stop."""
+    from citypilot.bench.startup_bench import run_startup_benchmark
+
+    try:
+        figures = run_startup_benchmark(runs)
+    except RuntimeError as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(figures))
+
+
 def run() -> None:
     from citypilot.equipment.catalog import CatalogError
 
