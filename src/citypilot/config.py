@@ -63,6 +63,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("auth_secret_key", str, None, "Key that signs bearer tokens; unset = generated once in the data directory.", secret=True),
     Setting("auth_token_ttl_minutes", int, 480, "Lifetime of a login token (a control-room shift), 1 to 10080."),
     Setting("metrics_token", str, None, "If set, /metrics requires 'Authorization: Bearer <token>'.", secret=True),
+    Setting("ingest_workers", int, 1, "Ingest workers run inside `citypilot serve` (0: only `citypilot worker` processes ingest)."),
+    Setting("ingest_batch_size", int, 1000, "Messages a worker takes from the stream and commits at once."),
+    Setting("ingest_max_message_bytes", int, 256 * 1024, "Largest device message applied; larger ones are dead-lettered."),
+    Setting("ingest_max_future_s", int, 300, "How far ahead of the server clock a device timestamp may be."),
+    Setting("ingest_max_age_days", int, 7, "How late a reading may arrive (older ones are dead-lettered)."),
+    Setting("ingest_retention_days", int, 90, "Days of readings kept (older daily partitions are dropped)."),
+    Setting("ingest_stream_max_bytes", int, 10 * 1024**3, "Disk the ingest stream may use while workers catch up."),
+    Setting("offline_grace_percent", int, 50, "A device is offline after its reporting interval plus this share of it..."),
+    Setting("offline_min_grace_s", int, 10, "...but never less than this grace, in seconds."),
     Setting("log_level", str, "info", "debug, info, warning or error."),
     Setting("log_format", str, "json", "json (one JSON object per line) or console."),
 )
@@ -90,6 +99,15 @@ class Config:
     auth_secret_key: str | None
     auth_token_ttl_minutes: int
     metrics_token: str | None
+    ingest_workers: int
+    ingest_batch_size: int
+    ingest_max_message_bytes: int
+    ingest_max_future_s: int
+    ingest_max_age_days: int
+    ingest_retention_days: int
+    ingest_stream_max_bytes: int
+    offline_grace_percent: int
+    offline_min_grace_s: int
     log_level: str
     log_format: str
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -222,6 +240,11 @@ def load_config(
     for port in ("http_port", "nats_port", "mqtt_port", "nats_monitor_port"):
         if values[port] > 65535 or (values[port] == 0 and port != "nats_monitor_port"):
             raise ConfigError(f"{origin(port)}: {values[port]} is not a valid TCP port")
+    if not 1 <= values["ingest_batch_size"] <= 10_000:
+        raise ConfigError(f"{origin('ingest_batch_size')}: 1 to 10000 messages, got {values['ingest_batch_size']}")
+    if values["ingest_max_age_days"] > values["ingest_retention_days"]:
+        raise ConfigError(f"{origin('ingest_max_age_days')}: a reading may not arrive later than it is kept "
+                          f"({values['ingest_retention_days']} days of retention)")
     if not 1 <= values["auth_token_ttl_minutes"] <= 7 * 24 * 60:
         raise ConfigError(f"{origin('auth_token_ttl_minutes')}: a token lives 1 to 10080 minutes, "
                           f"got {values['auth_token_ttl_minutes']}")

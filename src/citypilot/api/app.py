@@ -30,7 +30,7 @@ from citypilot.runtime.infrastructure import Endpoints
 from . import problems
 from .context import AppContext
 from .problems import problem_response
-from .routes import assets, auth, catalog, health, users
+from .routes import assets, auth, catalog, health, ingest, twin, users
 from .security import LoginThrottle, audit_routes
 
 log = logging.getLogger("citypilot.http")
@@ -154,9 +154,19 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
                                            "embedded_nats": endpoints.embedded_nats})
         async with pool.connection() as conn:
             await purge_expired_sessions(conn)
+        ingest = None
+        if nc is not None:
+            from citypilot.ingest.service import IngestService
+
+            ingest = IngestService(config, pool, nc, endpoints.database_url, app.state.context.catalog,
+                                   app.state.context.communes, config.ingest_workers)
+            await ingest.start()
+            app.state.context.extra["ingest"] = ingest
         try:
             yield
         finally:
+            if ingest is not None:
+                await ingest.stop()
             if nc is not None:
                 try:
                     await asyncio.wait_for(nc.drain(), timeout=5)
@@ -173,7 +183,7 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
     )
     app.state.login_throttle = LoginThrottle()
     problems.install(app)
-    routers = (health.router, auth.router, catalog.router, assets.router, users.router)
+    routers = (health.router, auth.router, catalog.router, assets.router, twin.router, ingest.router, users.router)
     audit_routes(routers)
     for router in routers:
         app.include_router(router)

@@ -90,6 +90,29 @@ def allow(*roles: str | Iterable[str]) -> Any:
     return Depends(require_role)
 
 
+DEVICE_ROLE = "device"
+
+
+def allow_device() -> Any:
+    """Dependency: the caller is a device or gateway presenting its credential (not a person)."""
+    from citypilot.auth import devices
+
+    async def require_device(request: Request,
+                             credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> devices.DeviceIdentity:
+        if credentials is None:
+            raise _unauthenticated("device credentials required: 'Authorization: Bearer cpd_...'")
+        if not credentials.credentials.startswith(devices.PREFIX):
+            raise Problem(403, "this endpoint takes device credentials, not a person's login")
+        async with get_context(request).pool.connection() as conn:
+            identity = await devices.verify(conn, credentials.credentials)
+        if identity is None:
+            raise _unauthenticated("unknown or revoked device credential")
+        return identity
+
+    require_device.allowed_roles = frozenset({DEVICE_ROLE})  # type: ignore[attr-defined]
+    return Depends(require_device)
+
+
 async def _public() -> None:
     """Marks a route as deliberately public."""
 

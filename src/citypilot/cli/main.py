@@ -58,6 +58,18 @@ def serve(
     run_server(config)
 
 
+@app.command()
+def worker(
+    ctx: typer.Context,
+    workers: int = typer.Option(1, "--workers", "-w", min=1, max=32, help="Workers in this process."),
+) -> None:
+    """Run ingest workers alone (scale-out): they share the device stream with every other worker."""
+    from .worker import run_workers
+
+    ctx.obj["verbose"] = True
+    run_workers(get_config(ctx), workers)
+
+
 @app.command("config")
 def show_config(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Print the effective configuration (secrets masked) and where each value comes from."""

@@ -223,6 +223,7 @@ class AssetFilter:
     radius_m: float | None = None
     text: str | None = None
     hide_kinds: list[str] = field(default_factory=list)
+    connectivity: str | None = None  # online, offline, unreachable (live twin), or never (no report yet)
 
     def where(self) -> tuple[str, dict[str, Any]]:
         clauses: list[str] = []
@@ -235,6 +236,11 @@ class AssetFilter:
         if self.hide_kinds:
             clauses.append("kind <> ALL(%(hide_kinds)s)")
             params["hide_kinds"] = self.hide_kinds
+        if self.connectivity == "never":
+            clauses.append("NOT EXISTS (SELECT 1 FROM twin t WHERE t.asset_id = assets.id)")
+        elif self.connectivity:
+            clauses.append("EXISTS (SELECT 1 FROM twin t WHERE t.asset_id = assets.id AND t.connectivity = %(connectivity)s)")
+            params["connectivity"] = self.connectivity
         if self.reported_by:
             clauses.append("reported_by = %(reported_by)s")
             params["reported_by"] = self.reported_by

@@ -1,0 +1,149 @@
+"""Device data over HTTP, the dead-letter store, and device credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+from typing import Any
+
+import msgspec
+from fastapi import APIRouter, Depends, Query, Request
+from nats.js.errors import APIError
+from psycopg.rows import dict_row
+
+from citypilot.auth import devices
+from citypilot.auth.accounts import Principal
+from citypilot.auth.roles import Role, sees_restricted
+from citypilot.ingest import protocol
+from citypilot.ingest.normalise import REASONS
+from citypilot.registry import repository as repo
+from citypilot.registry.sheet import ASSET_ID_RE
+
+from ..context import AppContext, get_context
+from ..problems import Problem
+from ..responses import FastJSONResponse
+from ..security import allow, allow_device
+
+router = APIRouter(prefix="/api/v1", tags=["ingestion"])
+MAX_HTTP_MESSAGES = 1000
+DEAD_LETTER_READERS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.OPERATOR, Role.POLICE})
+CREDENTIAL_ADMINS = frozenset({Role.ADMIN})
+
+
+class DeviceMessage(msgspec.Struct, forbid_unknown_fields=True):
+    device: str
+    channel: str
+    payload: msgspec.Raw
+
+
+class IngestBatch(msgspec.Struct, forbid_unknown_fields=True):
+    messages: list[DeviceMessage]
+
+
+_batch_decoder = msgspec.json.Decoder(IngestBatch)
+
+
+@router.post("/ingest", status_code=202, summary="Device messages over HTTP (gateways, webhooks), in batches",
+             description="Body: {\"messages\": [{\"device\": ID, \"channel\": \"telemetry\"|\"state\"|\"event\", "
+                         "\"payload\": {...}}]}, each payload as on MQTT (docs/protocol.md). Answered once every "
+                         "message is durably in the ingest stream; validation then happens as for MQTT, and "
+                         "rejected messages go to the dead-letter store.",
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}},
+             responses={503: {"description": "the ingest stream is full or unreachable: retry later"}})
+async def ingest_http(request: Request, identity: devices.DeviceIdentity = allow_device(),
+                      context: AppContext = Depends(get_context)) -> dict[str, Any]:
+    body = await request.body()
+    try:
+        batch = _batch_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise Problem(422, f"not an ingest batch: {exc}", type_="invalid-input") from None
+    if not 1 <= len(batch.messages) <= MAX_HTTP_MESSAGES:
+        raise Problem(422, f"a batch holds 1 to {MAX_HTTP_MESSAGES} messages", type_="invalid-input")
+    for index, message in enumerate(batch.messages):
+        if not ASSET_ID_RE.match(message.device) or message.channel not in protocol.INBOUND_CHANNELS:
+            raise Problem(422, f"messages[{index}]: device must be an asset id and channel one of "
+                               f"{', '.join(protocol.INBOUND_CHANNELS)}", type_="invalid-input")
+    if context.nats is None or not context.nats.is_connected:
+        raise Problem(503, "the message bus is unavailable; retry later", headers={"Retry-After": "5"})
+    js = context.nats.jetstream()
+    headers = {protocol.SOURCE_HEADER: "http", protocol.AUTHENTICATED_DEVICE_HEADER: identity.device_id}
+    try:
+        await asyncio.gather(*(js.publish(protocol.subject(m.device, m.channel), bytes(m.payload), headers=headers)
+                               for m in batch.messages))
+    except (APIError, asyncio.TimeoutError) as exc:
+        raise Problem(503, f"the ingest stream did not accept the messages ({type(exc).__name__}); retry later",
+                      headers={"Retry-After": "5"}) from None
+    return {"accepted": len(batch.messages)}
+
+
+@router.get("/ingest/dead-letters", summary="Messages that could not be applied, newest first, with why and their bytes")
+async def list_dead_letters(
+    device: str | None = Query(None, max_length=64), reason: str | None = Query(None, max_length=40),
+    since: dt.datetime | None = Query(None, description="Received at or after (ISO 8601 with time zone)"),
+    limit: int = Query(100, ge=1, le=1000), cursor: int | None = Query(None, ge=1, description="next_cursor of the previous page"),
+    principal: Principal = allow(DEAD_LETTER_READERS), context: AppContext = Depends(get_context),
+) -> FastJSONResponse:
+    if reason is not None and reason not in REASONS:
+        raise Problem(400, f"unknown reason {reason!r} (one of {', '.join(REASONS)})", type_="invalid-parameter", field="reason")
+    if since is not None and since.tzinfo is None:
+        raise Problem(400, "since needs a time zone (e.g. 2026-11-21T22:00:00+01:00)", type_="invalid-parameter", field="since")
+    hidden = [] if sees_restricted(principal.role) else context.catalog.restricted_kinds()
+    clauses, params = ["(a.kind IS NULL OR a.kind <> ALL(%(hidden)s))"], {"hidden": hidden, "limit": limit + 1}
+    for name, column, value in (("device", "d.device_id", device), ("reason", "d.reason_code", reason)):
+        if value is not None:
+            clauses.append(f"{column} = %({name})s")
+            params[name] = value
+    if since is not None:
+        clauses.append("d.received_at >= %(since)s")
+        params["since"] = since
+    if cursor is not None:
+        clauses.append("d.id < %(cursor)s")
+        params["cursor"] = cursor
+    sql = (f"SELECT d.id, d.received_at, d.source, d.subject, d.device_id, d.asset_id, d.reason_code, d.reason, "
+           f"d.payload, d.payload_size, d.stream_seq FROM dead_letters d LEFT JOIN assets a ON a.id = d.device_id "
+           f"WHERE {' AND '.join(clauses)} ORDER BY d.id DESC LIMIT %(limit)s")
+    async with context.pool.connection() as conn:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql, params)
+            rows = await cur.fetchall()
+    next_cursor = rows[limit - 1]["id"] if len(rows) > limit else None
+    items = []
+    for row in rows[:limit]:
+        payload: bytes = bytes(row.pop("payload"))
+        row["received_at"] = row["received_at"].isoformat()
+        row["payload_base64"] = base64.b64encode(payload).decode()
+        row["payload_text"] = payload.decode("utf-8", errors="replace")[:2000]
+        row["payload_truncated"] = row["payload_size"] > len(payload)
+        items.append(row)
+    return FastJSONResponse({"items": items, "next_cursor": next_cursor})
+
+
+@router.post("/assets/{asset_id}/credentials", status_code=201,
+             summary="Issue a device credential (shown once) for the HTTP ingest endpoint")
+async def issue_credential(asset_id: str, principal: Principal = allow(CREDENTIAL_ADMINS),
+                           context: AppContext = Depends(get_context)) -> dict[str, Any]:
+    async with context.pool.connection() as conn:
+        asset = await repo.get_asset(conn, asset_id)
+        if asset["status"] == "retired":
+            raise Problem(409, f"{asset_id} is retired")
+        credential_id, token = await devices.issue(conn, asset_id, principal.username)
+    return {"device": asset_id, "credential_id": credential_id, "token": token,
+            "note": "keep the token now: it is not stored and cannot be shown again"}
+
+
+@router.get("/assets/{asset_id}/credentials", summary="A device's credentials (ids and dates, never secrets)")
+async def list_credentials(asset_id: str, principal: Principal = allow(CREDENTIAL_ADMINS),
+                           context: AppContext = Depends(get_context)) -> list[dict[str, Any]]:
+    async with context.pool.connection() as conn:
+        await repo.get_asset(conn, asset_id)
+        return await devices.list_for(conn, asset_id)
+
+
+@router.delete("/assets/{asset_id}/credentials/{credential_id}", status_code=204, summary="Revoke a device credential")
+async def revoke_credential(asset_id: str, credential_id: str, principal: Principal = allow(CREDENTIAL_ADMINS),
+                            context: AppContext = Depends(get_context)) -> None:
+    async with context.pool.connection() as conn:
+        if not await devices.revoke(conn, asset_id, credential_id):
+            raise Problem(404, f"no active credential {credential_id!r} for {asset_id!r}")
+

@@ -1,0 +1,137 @@
+"""The live twin over HTTP: the current state of one asset or many, and an asset's time series."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+
+from citypilot.auth.accounts import Principal
+from citypilot.auth.roles import REGISTRY_READERS, sees_restricted
+from citypilot.registry import repository as repo
+
+from ..context import AppContext, get_context
+from ..problems import Problem
+from ..responses import FastJSONResponse
+from ..security import allow
+from .assets import FilterParams
+
+router = APIRouter(prefix="/api/v1/twin", tags=["live twin"])
+MAX_RAW_POINTS = 10_000
+MAX_BUCKETS = 10_000
+_BUCKET = re.compile(r"^(\d{1,4})(s|min|h|d)$")
+_UNITS = {"s": 1, "min": 60, "h": 3600, "d": 86400}
+STATE_COLUMNS = "asset_id, kind, ts, received_at, values, last_seen, connectivity, offline_since"
+
+
+def _state(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    out = {k: v for k, v in row.items() if k not in ("asset_id", "kind")}
+    for key in ("ts", "received_at", "last_seen", "offline_since"):
+        if out.get(key) is not None:
+            out[key] = out[key].isoformat()
+    return out
+
+
+async def _visible_asset(context: AppContext, principal: Principal, asset_id: str) -> dict[str, Any]:
+    hidden = [] if sees_restricted(principal.role) else context.catalog.restricted_kinds()
+    async with context.pool.connection() as conn:
+        return await repo.get_asset(conn, asset_id, hide_kinds=hidden)
+
+
+@router.get("", summary="Current state of many assets (the registry's filters, cursor pagination)")
+async def list_states(
+    filters: FilterParams = Depends(),
+    connectivity: str | None = Query(None, pattern="^(online|offline|unreachable|never)$",
+                                     description="Only assets in this state ('never': never reported)"),
+    limit: int = Query(500, ge=1, le=repo.MAX_PAGE),
+    cursor: str | None = Query(None, max_length=400),
+    principal: Principal = allow(REGISTRY_READERS),
+    context: AppContext = Depends(get_context),
+) -> FastJSONResponse:
+    flt = filters.build(context, principal)
+    if connectivity is not None:
+        flt.connectivity = connectivity
+    try:
+        position = repo.Cursor.decode(cursor) if cursor else None
+        if position is not None and (position.after_distance is None) != (flt.near is None):
+            raise ValueError("malformed cursor: it belongs to a list with other parameters")
+    except ValueError as exc:
+        raise Problem(400, str(exc), type_="invalid-parameter", field="cursor") from None
+    async with context.pool.connection() as conn:
+        rows, next_cursor = await repo.list_assets(conn, flt, cursor=position, limit=limit)
+        ids = [r["id"] for r in rows]
+        states = {r[0]: dict(zip(STATE_COLUMNS.split(", "), r)) for r in await (await conn.execute(
+            f"SELECT {STATE_COLUMNS} FROM twin WHERE asset_id = ANY(%s)", (ids,))).fetchall()}
+    items = [{"id": r["id"], "kind": r["kind"], "name": r["name"], "commune": r["commune"], "lat": r["lat"],
+              "lon": r["lon"], "status": r["status"], **({"distance_m": r["distance_m"]} if "distance_m" in r else {}),
+              "state": _state(states.get(r["id"]))} for r in rows]
+    return FastJSONResponse({"items": items, "next_cursor": next_cursor.encode() if next_cursor else None})
+
+
+@router.get("/{asset_id}", summary="Current state of one asset")
+async def get_state(asset_id: str, principal: Principal = allow(REGISTRY_READERS),
+                    context: AppContext = Depends(get_context)) -> FastJSONResponse:
+    asset = await _visible_asset(context, principal, asset_id)
+    async with context.pool.connection() as conn:
+        row = await (await conn.execute(f"SELECT {STATE_COLUMNS} FROM twin WHERE asset_id = %s", (asset_id,))).fetchone()
+    state = _state(dict(zip(STATE_COLUMNS.split(", "), row))) if row else None
+    return FastJSONResponse({"id": asset_id, "kind": asset["kind"], "state": state})
+
+
+def _parse_bucket(text: str) -> dt.timedelta:
+    match = _BUCKET.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise Problem(400, "bucket is a number and a unit: 30s, 5min, 1h, 1d", type_="invalid-parameter", field="bucket")
+    return dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+@router.get("/{asset_id}/series", summary="Time series of one asset over a period (raw, or downsampled per bucket)")
+async def get_series(
+    asset_id: str,
+    start: dt.datetime = Query(..., alias="from", description="Start (ISO 8601 with time zone), included"),
+    end: dt.datetime = Query(..., alias="to", description="End (ISO 8601 with time zone), excluded"),
+    metric: str | None = Query(None, max_length=48, description="A numeric or boolean telemetry value; required with bucket"),
+    bucket: str | None = Query(None, max_length=10, description="Downsample: 30s, 5min, 1h, 1d (avg, min, max, count)"),
+    principal: Principal = allow(REGISTRY_READERS),
+    context: AppContext = Depends(get_context),
+) -> FastJSONResponse:
+    if start.tzinfo is None or end.tzinfo is None:
+        raise Problem(400, "from and to need a time zone (e.g. 2026-11-21T22:00:00+01:00)", type_="invalid-parameter")
+    if end <= start:
+        raise Problem(400, "to must be after from", type_="invalid-parameter", field="to")
+    asset = await _visible_asset(context, principal, asset_id)
+    fields = {f.name: f for f in context.catalog.kinds[asset["kind"]].telemetry}
+    if metric is not None and metric not in fields:
+        raise Problem(400, f"unknown metric {metric!r} for a {asset['kind']} (known: {', '.join(fields)})",
+                      type_="invalid-parameter", field="metric")
+    async with context.pool.connection() as conn:
+        if bucket is None:
+            rows = await (await conn.execute(
+                "SELECT ts, values FROM readings WHERE asset_id = %s AND ts >= %s AND ts < %s ORDER BY ts LIMIT %s",
+                (asset_id, start, end, MAX_RAW_POINTS + 1))).fetchall()
+            points = [{"ts": ts.isoformat(), **({"value": values.get(metric)} if metric else {"values": values})}
+                      for ts, values in rows[:MAX_RAW_POINTS]
+                      if metric is None or metric in values]
+            return FastJSONResponse({"id": asset_id, "metric": metric, "points": points,
+                                     "truncated": len(rows) > MAX_RAW_POINTS})
+        width = _parse_bucket(bucket)
+        if metric is None:
+            raise Problem(400, "bucket needs a metric", type_="invalid-parameter", field="metric")
+        if fields[metric].type not in ("number", "integer", "boolean"):
+            raise Problem(400, f"{metric} is not numeric: it cannot be averaged", type_="invalid-parameter", field="metric")
+        if (end - start) / width > MAX_BUCKETS:
+            raise Problem(400, f"more than {MAX_BUCKETS} buckets: widen the bucket or shorten the period",
+                          type_="invalid-parameter", field="bucket")
+        value = "((values->>%(metric)s)::boolean)::int::float8" if fields[metric].type == "boolean" \
+            else "(values->>%(metric)s)::float8"
+        rows = await (await conn.execute(
+            f"SELECT date_bin(%(width)s, ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket, avg({value}), "
+            f"min({value}), max({value}), count(*) FROM readings WHERE asset_id = %(asset)s AND ts >= %(start)s "
+            f"AND ts < %(end)s AND values ? %(metric)s GROUP BY 1 ORDER BY 1",
+            {"width": width, "asset": asset_id, "start": start, "end": end, "metric": metric})).fetchall()
+    return FastJSONResponse({"id": asset_id, "metric": metric, "bucket": bucket, "points": [
+        {"ts": b.isoformat(), "avg": a, "min": lo, "max": hi, "count": n} for b, a, lo, hi, n in rows]})

@@ -1,0 +1,1 @@
+"""Device ingestion: MQTT and HTTP in, through JetStream, into the live twin and the time series."""

@@ -1,0 +1,44 @@
+"""The device protocol's names: MQTT topics, the NATS subjects they become, the stream and consumer.
+
+NATS's MQTT listener turns the topic ``citypilot/v1/SL-1/telemetry`` into the subject
+``citypilot.v1.SL-1.telemetry`` (``/`` becomes ``.``), which is why asset ids never contain a dot.
+Documented for integrators in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+TOPIC_ROOT = "citypilot/v1"
+SUBJECT_ROOT = "citypilot.v1"
+
+# What devices send. ``cmd`` (to the device) and ``cmd/ack`` (its answer) are reserved for commands.
+INBOUND_CHANNELS = ("telemetry", "state", "event")
+RESERVED_CHANNELS = ("cmd", "cmd/ack")
+
+STREAM = "CITYPILOT_INGEST"
+STREAM_SUBJECTS = [f"{SUBJECT_ROOT}.*.{channel}" for channel in INBOUND_CHANNELS]
+CONSUMER = "ingest"
+
+# Published by the ingest workers after each committed batch, for the rules, the UI and later issues.
+TWIN_DELTA_SUBJECT = "citypilot.twin.{kind}.{asset}"
+CONNECTIVITY_SUBJECT = "citypilot.connectivity.{kind}.{asset}"
+DEVICE_EVENT_SUBJECT = "citypilot.device-event.{kind}.{asset}"
+
+# Header set by the HTTP ingest endpoint: the device whose credentials were presented.
+AUTHENTICATED_DEVICE_HEADER = "Citypilot-Device"
+SOURCE_HEADER = "Citypilot-Source"
+
+
+def topic(device_id: str, channel: str) -> str:
+    return f"{TOPIC_ROOT}/{device_id}/{channel}"
+
+
+def subject(device_id: str, channel: str) -> str:
+    return f"{SUBJECT_ROOT}.{device_id}.{channel.replace('/', '.')}"
+
+
+def parse_subject(value: str) -> tuple[str, str] | None:
+    """(device id, channel) of an inbound subject, None if it is not one."""
+    parts = value.split(".")
+    if len(parts) != 4 or f"{parts[0]}.{parts[1]}" != SUBJECT_ROOT or parts[3] not in INBOUND_CHANNELS:
+        return None
+    return parts[2], parts[3]
