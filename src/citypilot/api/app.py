@@ -23,6 +23,7 @@ from citypilot.auth.accounts import purge_expired_sessions
 from citypilot.auth.tokens import load_or_create_secret
 from citypilot.bus import connection as bus_connection
 from citypilot.config import Config
+from citypilot.db import use_fast_json
 from citypilot.equipment.catalog import default_catalog
 from citypilot.geo.communes import metropole
 from citypilot.runtime.infrastructure import Endpoints
@@ -139,6 +140,7 @@ class AccessLogMiddleware:
 
 
 def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
+    use_fast_json()
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = AsyncConnectionPool(endpoints.database_url, min_size=1, max_size=config.database_pool_size,
@@ -157,6 +159,11 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
         ingest = None
         if nc is not None:
             from citypilot.ingest.service import IngestService
+            from citypilot.ingest.stream import ensure_stream
+
+            # The stream must exist before devices publish, workers or not: without it the broker would
+            # acknowledge their messages and drop them.
+            await ensure_stream(nc.jetstream(), config.ingest_stream_max_bytes)
 
             ingest = IngestService(config, pool, nc, endpoints.database_url, app.state.context.catalog,
                                    app.state.context.communes, config.ingest_workers)
@@ -168,11 +175,11 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
             if ingest is not None:
                 await ingest.stop()
             if nc is not None:
-                try:
-                    await asyncio.wait_for(nc.drain(), timeout=5)
-                except Exception as exc:  # NATS down or reconnecting: nothing left to flush
-                    log.warning("NATS not drained at shutdown", extra={"error": f"{type(exc).__name__}: {exc}"})
-                    await nc.close()
+                try:  # ingest has acknowledged its batches: flush what is buffered, then close
+                    await nc.flush(timeout=2)
+                except Exception as exc:  # NATS down or reconnecting: nothing more can be sent
+                    log.warning("NATS not flushed at shutdown", extra={"error": f"{type(exc).__name__}: {exc}"})
+                await nc.close()
             await pool.close()
 
     app = FastAPI(

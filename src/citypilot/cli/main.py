@@ -324,6 +324,29 @@ def bench_startup(runs: int = typer.Option(3, min=1, max=20, help="Warm restarts
     typer.echo(json.dumps(figures))
 
 
+@bench_app.command("ingest")
+def bench_ingest(
+    ctx: typer.Context,
+    messages: int = typer.Option(100_000, "--messages", "-n", min=100, max=5_000_000, help="Messages to publish."),
+    mode: str = typer.Option("single", help="single (one reading a message) or gateway (a cabinet reports its ~30 lights)."),
+    publishers: int = typer.Option(8, min=1, max=256, help="MQTT connections publishing in parallel."),
+    workers: int = typer.Option(1, min=1, max=16, help="`citypilot worker` processes."),
+    rate: float = typer.Option(0, min=0, help="Messages/s to publish at (0: as fast as the broker takes them)."),
+    kill_worker_after: Optional[float] = typer.Option(None, help="SIGKILL a worker this many seconds in (then start another)."),
+) -> None:
+    """Real MQTT devices -> JetStream -> workers -> twin, on a throw-away stack; raw broker rate in the same run."""
+    from citypilot.bench.ingest_bench import Plan, run_ingest_benchmark
+
+    if mode not in ("single", "gateway"):
+        fail("mode is single or gateway", 2)
+    config = get_config(ctx)
+    try:
+        figures = run_ingest_benchmark(config, Plan(messages, mode, publishers, workers, rate, kill_worker_after))
+    except (StartupError, RuntimeError) as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(figures))
+
+
 def run() -> None:
     from citypilot.equipment.catalog import CatalogError
 

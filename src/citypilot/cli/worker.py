@@ -44,7 +44,12 @@ async def _serve_workers(config: Config, database_url: str, nats_url: str, count
         typer.echo(f"citypilot worker: {count} ingest worker(s) on {nats_url.split('@')[-1]}; Ctrl-C stops them.")
         await stop.wait()
         await service.stop()
-    await nc.drain()
+    # Every batch taken is committed and acknowledged by now: flush the last acks and close. (drain()
+    # would wait for the pull subscription's pending fetch, up to its 30 s timeout.)
+    try:
+        await nc.flush(timeout=2)
+    finally:
+        await nc.close()
 
 
 def run_workers(config: Config, count: int) -> None:

@@ -33,6 +33,8 @@ CHECK_EVERY_S = 2.0
 RETENTION_EVERY_S = 3600.0
 TRANSITIONS = Counter("citypilot_connectivity_transitions_total", "Devices marked offline or unreachable", ["to"])
 
+# Silent past its deadline: an online device, or an unreachable one whose gateway is back (it reports
+# for others again but not for this one: its own failure now, which stays unreachable forever otherwise).
 _OFFLINE_SQL = """
 WITH deadlines(kind, secs) AS (SELECT * FROM unnest(%(kinds)s::text[], %(secs)s::float8[])),
 gone AS (
@@ -40,8 +42,16 @@ gone AS (
     FROM deadlines d
     WHERE t.kind = d.kind AND t.connectivity = 'online' AND t.last_seen < now() - make_interval(secs => d.secs)
     RETURNING t.asset_id, t.kind, t.last_seen
+),
+stranded AS (
+    UPDATE twin t SET connectivity = 'offline', offline_since = COALESCE(t.offline_since, now())
+    FROM deadlines d
+    WHERE t.kind = d.kind AND t.connectivity = 'unreachable' AND t.last_seen < now() - make_interval(secs => d.secs)
+      AND NOT EXISTS (SELECT 1 FROM assets a JOIN twin g ON g.asset_id = a.reported_by
+                      WHERE a.id = t.asset_id AND g.connectivity <> 'online')
+    RETURNING t.asset_id, t.kind, t.last_seen
 )
-SELECT asset_id, kind, last_seen FROM gone ORDER BY asset_id
+SELECT asset_id, kind, last_seen FROM gone UNION ALL SELECT asset_id, kind, last_seen FROM stranded ORDER BY asset_id
 """
 
 # What an offline gateway reports for is unreachable (it may be fine; we cannot know).

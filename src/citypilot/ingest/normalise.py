@@ -34,6 +34,7 @@ REASONS = {
     "too_old": "the timestamp is older than the accepted lateness",
 }
 SEVERITIES = ("critical", "major", "minor", "warning", "info")
+MAX_EVENT_DATA_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,9 @@ class Outcome:
     rejections: list[Rejection] = field(default_factory=list)
 
     def reject(self, code: str, reason: str, asset_id: str | None = None) -> "Outcome":
-        self.rejections.append(Rejection(code, reason, asset_id))
+        # A reason may quote the device's bytes (msgspec names an unknown field): PostgreSQL text cannot
+        # hold a NUL, and a dead letter that cannot be stored would stop the worker.
+        self.rejections.append(Rejection(code, reason.replace("\x00", "\\x00"), asset_id))
         return self
 
 
@@ -154,7 +157,7 @@ def normalise(subject_device: str, channel: str, payload: bytes, *, received_at:
     if channel == "event":
         try:
             event: EventMessage = event_decoder.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             return outcome.reject("malformed", str(exc))
         target = _target(event.asset, device, lookup, outcome)
         if target is None:
@@ -164,12 +167,15 @@ def normalise(subject_device: str, channel: str, payload: bytes, *, received_at:
             return outcome.reject(problem.reason_code, problem.reason, target.id)
         if event.severity is not None and event.severity not in SEVERITIES:
             return outcome.reject("invalid_value", f"severity {event.severity!r} is not one of {', '.join(SEVERITIES)}", target.id)
+        problem_text = _unstorable(event.message) or _unstorable(event.data)
+        if problem_text:
+            return outcome.reject("invalid_value", f"the event's message or data {problem_text}", target.id)
         outcome.events.append(AcceptedEvent(target.id, target.kind, ts, event.code, event.severity, event.message, event.data))
         return outcome
 
     try:
         message: ReadingMessage = reading_decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:  # RecursionError: absurd nesting
         return outcome.reject("malformed", str(exc))
     if message.readings is not None:
         if message.values is not None:
@@ -197,13 +203,33 @@ def normalise(subject_device: str, channel: str, payload: bytes, *, received_at:
     return outcome
 
 
+def _unstorable(value: Any, max_depth: int = MAX_EVENT_DATA_DEPTH) -> str | None:
+    """Why PostgreSQL could not store this JSON value (a NUL character, too deep a nesting), or None.
+
+    Iterative: the value may be nested as deep as the decoder allows, deeper than Python recursion."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "contains a NUL character"
+        elif isinstance(item, (dict, list)):
+            if depth >= max_depth:
+                return f"is nested deeper than {max_depth} levels"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return None
+
+
 def _target(asset_ref: str | None, device: AssetInfo, lookup: Lookup, outcome: Outcome) -> AssetInfo | None:
     """The asset a reading or event is about: the device itself, or one it reports for."""
     if asset_ref is None or asset_ref == device.id:
         return device
-    target = lookup(asset_ref) if isinstance(asset_ref, str) and ASSET_ID_RE.match(asset_ref) else None
+    well_formed = isinstance(asset_ref, str) and ASSET_ID_RE.match(asset_ref) is not None
+    target = lookup(asset_ref) if well_formed else None
     if target is None:
-        outcome.reject("unknown_device", f"no asset {asset_ref!r} in the registry", None)
+        # The unknown id names the dead letter: a gateway reporting two unknown assets gets two.
+        outcome.reject("unknown_device", f"no asset {asset_ref!r} in the registry", asset_ref if well_formed else None)
         return None
     if target.reported_by != device.id:
         outcome.reject("not_reported_by", f"{device.id} does not report for {target.id}"

@@ -18,8 +18,9 @@ STREAM = "CITYPILOT_INGEST"
 STREAM_SUBJECTS = [f"{SUBJECT_ROOT}.*.{channel}" for channel in INBOUND_CHANNELS]
 CONSUMER = "ingest"
 
-# Published by the ingest workers after each committed batch, for the rules, the UI and later issues.
-TWIN_DELTA_SUBJECT = "citypilot.twin.{kind}.{asset}"
+# Published by the ingest workers after each committed batch, for the rules, the UI and later issues:
+# one message per kind and batch, a JSON array of {asset, ts, changed, back_online, new}.
+TWIN_DELTA_SUBJECT = "citypilot.twin.{kind}"
 CONNECTIVITY_SUBJECT = "citypilot.connectivity.{kind}.{asset}"
 DEVICE_EVENT_SUBJECT = "citypilot.device-event.{kind}.{asset}"
 

@@ -10,10 +10,10 @@ Idempotent by construction, so that at-least-once delivery is safe:
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+import msgspec
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -104,6 +104,22 @@ async def drop_partitions_before(conn: psycopg.AsyncConnection, cutoff: dt.date)
     return dropped
 
 
+_json = msgspec.json.Encoder()
+
+
+def _copy_text(readings: Sequence[StagedReading]) -> bytes:
+    """COPY text rows for the staging table, built in one pass (several times faster than a row at a
+    time). Ids are asset ids and kinds are catalogue names (no tab, newline or backslash: checked at
+    registration); JSON has no raw control characters, only its backslashes need doubling for COPY."""
+    lines = []
+    for staged in readings:
+        r = staged.reading
+        values = _json.encode(r.values).replace(b"\\", b"\\\\")
+        lines.append(b"%s\t%s\t%s\t%s\t%s\t%d\n" % (r.asset_id.encode(), r.kind.encode(), r.ts.isoformat().encode(),
+                                                      staged.received_at.isoformat().encode(), values, staged.stream_seq))
+    return b"".join(lines)
+
+
 _TWIN_SQL = """
 WITH latest AS (
     SELECT DISTINCT ON (asset_id) asset_id, kind, ts, received_at, values, seq
@@ -141,11 +157,8 @@ async def apply_batch(conn: psycopg.AsyncConnection, readings: Sequence[StagedRe
             asset_id text, kind text, ts timestamptz, received_at timestamptz, values jsonb, seq bigint)
             ON COMMIT DELETE ROWS""")
         async with conn.cursor().copy("COPY staging_readings (asset_id, kind, ts, received_at, values, seq) "
-                                      "FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["text", "text", "timestamptz", "timestamptz", "jsonb", "int8"])
-            for staged in readings:
-                r = staged.reading
-                await copy.write_row((r.asset_id, r.kind, r.ts, staged.received_at, Jsonb(r.values), staged.stream_seq))
+                                      "FROM STDIN") as copy:
+            await copy.write(_copy_text(readings))
         cur = await conn.execute("INSERT INTO readings (asset_id, ts, received_at, values) "
                                  "SELECT asset_id, ts, received_at, values FROM staging_readings "
                                  "ON CONFLICT DO NOTHING")
@@ -228,7 +241,14 @@ class RegistryCache:
             self.unknown = {k: v for k, v in self.unknown.items() if v > now}
 
 
-def encode_delta(change: TwinChange) -> bytes:
-    return json.dumps({"asset": change.asset_id, "kind": change.kind, "ts": change.ts.isoformat(),
-                       "changed": change.changed, "back_online": change.back_online, "new": change.new},
-                      default=str).encode()
+_delta_encoder = msgspec.json.Encoder()
+
+
+def encode_deltas(changes: Sequence[TwinChange]) -> dict[str, bytes]:
+    """The twin changes of one batch, one JSON array per kind."""
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for change in changes:
+        by_kind.setdefault(change.kind, []).append(
+            {"asset": change.asset_id, "ts": change.ts, "changed": change.changed, "back_online": change.back_online,
+             "new": change.new})
+    return {kind: _delta_encoder.encode(items) for kind, items in by_kind.items()}

@@ -1,0 +1,234 @@
+"""The live twin and the HTTP ingest endpoint over HTTP, on both backends: who may send, what is refused
+at the door, and how the control room reads current states and time series.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from .conftest import LAT, LON, City, eventually, iso, problem, reading, utcnow
+
+
+def message(device: str, payload: bytes | dict[str, Any], channel: str = "telemetry") -> dict[str, Any]:
+    return {"device": device, "channel": channel,
+            "payload": json.loads(payload) if isinstance(payload, bytes) else payload}
+
+
+def ids(items: list[dict[str, Any]]) -> list[str]:
+    return sorted(item["id"] for item in items)
+
+
+def twin_list(city: City, role: str = "admin", **params: Any) -> list[dict[str, Any]]:
+    r = city.client.get("/api/v1/twin", params={"q": city.uid, **params}, headers=city.headers(role))
+    assert r.status_code == 200, r.text
+    return r.json()["items"]
+
+
+# --- HTTP ingest: credentials --------------------------------------------------------------------------
+
+def test_http_ingest_takes_only_a_live_device_credential(city):
+    light, other = city.import_assets({"id": "SL-1", "kind": "street_light"}, {"id": "SL-2", "kind": "street_light"})
+    ts = utcnow().replace(microsecond=0) - dt.timedelta(seconds=30)
+    batch = [message(light, reading(ts, power_w=5.0))]
+
+    assert problem(city.post(None, batch), 401)["detail"]
+    r = city.client.post("/api/v1/ingest", json={"messages": batch}, headers=city.headers("operator"))
+    assert "device credentials" in problem(r, 403)["detail"] or "person" in problem(r, 403)["detail"]
+    problem(city.post("cpd_000000000000_not-a-secret", batch), 401)
+    problem(city.client.post(f"/api/v1/assets/{light}/credentials", headers=city.headers("operator")), 403)
+
+    credential_id, token = city.credential(light)
+    r = city.post(token, batch)
+    assert r.status_code == 202 and r.json() == {"accepted": 1}, r.text
+    city.wait_state(light, lambda s: s["values"] == {"power_w": 5.0}, "the HTTP reading")
+    problem(city.post(token[:-2] + "xx", batch), 401)  # right id, wrong secret
+
+    # Revoked: refused at once.
+    r = city.client.delete(f"/api/v1/assets/{light}/credentials/{credential_id}", headers=city.headers())
+    assert r.status_code == 204, r.text
+    problem(city.post(token, batch), 401)
+    listed = city.client.get(f"/api/v1/assets/{light}/credentials", headers=city.headers()).json()
+    assert [(c["id"], c["revoked_at"] is not None) for c in listed] == [(credential_id, True)]
+    assert "token" not in json.dumps(listed) and "secret" not in json.dumps(listed)
+    problem(city.client.delete(f"/api/v1/assets/{light}/credentials/{credential_id}", headers=city.headers()), 404)
+
+    # A retired device's credential stops working, and a retired device gets no new one.
+    _, other_token = city.credential(other)
+    assert city.post(other_token, [message(other, reading(ts, power_w=6.0))]).status_code == 202
+    r = city.client.post(f"/api/v1/assets/{other}/retire", json={"reason": "pole removed"}, headers=city.headers())
+    assert r.status_code == 200, r.text
+    problem(city.post(other_token, [message(other, reading(ts + dt.timedelta(seconds=1), power_w=7.0))]), 401)
+    problem(city.client.post(f"/api/v1/assets/{other}/credentials", headers=city.headers()), 409)
+
+
+def test_http_ingest_refuses_malformed_batches_whole(city):
+    light, = city.import_assets({"id": "SL-1", "kind": "street_light"})
+    _, token = city.credential(light)
+    ts = utcnow().replace(microsecond=0) - dt.timedelta(minutes=1)
+    good = message(light, reading(ts, power_w=1.0))
+    for batch in ([good, {**good, "channel": "cmd"}],                 # a reserved channel, not an inbound one
+                  [good, {**good, "channel": "telemetry/extra"}],
+                  [{**good, "device": "bad id!"}],
+                  [{**good, "device": "a.b"}],                          # would change the subject's shape
+                  [], [good] * 1001,
+                  [{**good, "colour": "red"}],
+                  [{"device": light, "channel": "telemetry"}]):
+        problem(city.post(token, batch), 422)
+    for body in (b"not json", b'{"messages": {}}', b'{"messages": [], "extra": 1}', b"[]"):
+        problem(city.post(token, body), 422)
+    # Nothing of a refused batch was published: only the next good message shows.
+    city.post(token, [message(light, reading(ts + dt.timedelta(seconds=1), power_w=2.0))])
+    city.wait_state(light, lambda s: True, "the good message")
+    assert [p["values"] for p in city.points(light)] == [{"power_w": 2.0}]
+
+
+def test_http_gateway_batch(city):
+    cabinet, *lights = city.import_assets({"id": "CAB-1", "kind": "lighting_cabinet"},
+                                          *({"id": f"SL-{i}", "kind": "street_light", "reported_by": "CAB-1"}
+                                            for i in range(1, 4)))
+    city.introduce(cabinet)
+    _, token = city.credential(cabinet)
+    ts = utcnow().replace(microsecond=0) - dt.timedelta(seconds=10)
+    payload = {"ts": iso(ts), "readings": [{"asset": light, "values": {"power_w": 40.0 + n, "power_state": "on"}}
+                                           for n, light in enumerate(lights)]}
+    r = city.post(token, [message(cabinet, payload), message(cabinet, reading(ts, mains="ok", door_open=False))])
+    assert r.status_code == 202 and r.json() == {"accepted": 2}, r.text
+    for n, light in enumerate(lights):
+        state = city.wait_state(light, lambda s: True, "the light reported by its cabinet over HTTP")
+        assert state["values"] == {"power_w": 40.0 + n, "power_state": "on"}
+    city.wait_state(cabinet, lambda s: s["values"] == {"mains": "ok", "door_open": False}, "the cabinet's own state")
+    # One of its lights' credentials cannot speak for the cabinet.
+    _, light_token = city.credential(lights[0])
+    assert city.post(light_token, [message(cabinet, payload)]).status_code == 202
+    letters = city.wait_dead_letters(cabinet, 1)
+    assert letters[0]["reason_code"] == "wrong_topic" and letters[0]["source"] == "http"
+
+
+# --- the twin: many assets ------------------------------------------------------------------------------
+
+def test_twin_list_filters_connectivity_and_bbox(city):
+    near, far, silent, cabinet = city.import_assets(
+        {"id": "SL-1", "kind": "street_light"},
+        {"id": "SL-2", "kind": "street_light", "lat": LAT + 0.02, "lon": LON + 0.02},
+        {"id": "SL-3", "kind": "street_light", "lat": LAT - 0.02, "lon": LON - 0.02},
+        {"id": "CAB-1", "kind": "lighting_cabinet", "lat": LAT + 0.001, "lon": LON})
+    ts = utcnow().replace(microsecond=0) - dt.timedelta(seconds=30)
+    city.publish([(near, "telemetry", reading(ts, power_w=11.0)), (far, "telemetry", reading(ts, power_w=22.0)),
+                  (cabinet, "telemetry", reading(ts, mains="fault"))])
+    for asset in (near, far, cabinet):
+        city.wait_state(asset, lambda s: True, "reported")
+
+    everything = twin_list(city)
+    assert ids(everything) == sorted([near, far, silent, cabinet])
+    by_id = {item["id"]: item for item in everything}
+    assert by_id[silent]["state"] is None
+    first = by_id[near]
+    assert first["kind"] == "street_light" and first["commune"] == "21231" and first["status"] == "in_service"
+    assert (first["lat"], first["lon"]) == (LAT, LON)
+    assert first["state"]["values"] == {"power_w": 11.0} and first["state"]["connectivity"] == "online"
+    assert dt.datetime.fromisoformat(first["state"]["ts"]) == ts
+
+    assert ids(twin_list(city, kind="street_light")) == sorted([near, far, silent])
+    assert ids(twin_list(city, connectivity="online")) == sorted([near, far, cabinet])
+    assert ids(twin_list(city, connectivity="never")) == [silent]
+    assert ids(twin_list(city, connectivity="offline")) == []
+    assert ids(twin_list(city, kind="street_light", connectivity="online")) == sorted([near, far])
+    box = f"{LON - 0.005},{LAT - 0.005},{LON + 0.005},{LAT + 0.005}"
+    assert ids(twin_list(city, bbox=box)) == sorted([near, cabinet])
+    assert ids(twin_list(city, bbox=box, kind="street_light")) == [near]
+    nearest = twin_list(city, near=f"{LAT},{LON}", radius_m=500)
+    assert [item["id"] for item in nearest] == [near, cabinet] and nearest[0]["distance_m"] < nearest[1]["distance_m"]
+
+    seen, cursor = [], None
+    while True:
+        r = city.client.get("/api/v1/twin", params={"q": city.uid, "limit": 3, **({"cursor": cursor} if cursor else {})},
+                            headers=city.headers("operator"))
+        assert r.status_code == 200, r.text
+        seen += [item["id"] for item in r.json()["items"]]
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted([near, far, silent, cabinet])
+
+
+# --- the twin: one asset's time series ------------------------------------------------------------------
+
+def test_series_raw_and_downsampled(city):
+    light, = city.import_assets({"id": "SL-1", "kind": "street_light"})
+    base = utcnow().replace(second=0, microsecond=0) - dt.timedelta(minutes=10)
+    plan = [(0, {"power_w": 10.0}), (15, {"power_w": 20.0}), (20, {"dimming_pct": 60}), (30, {"power_w": 30.0}),
+            (45, {"power_w": 40.0, "dimming_pct": 70}), (60, {"power_w": 50.0}), (75, {"power_w": 70.0}),
+            (130, {"power_w": 5.0})]
+    city.publish([(light, "telemetry", reading(base + dt.timedelta(seconds=s), **values)) for s, values in plan])
+    eventually(lambda: len(city.points(light)) == len(plan), "every reading in the series")
+
+    window = {"from": iso(base), "to": iso(base + dt.timedelta(seconds=130))}  # "to" is excluded
+    raw = city.points(light, **window)
+    assert [(dt.datetime.fromisoformat(p["ts"]), p["values"]) for p in raw] == \
+        [(base + dt.timedelta(seconds=s), values) for s, values in plan[:-1]]
+    power = city.points(light, metric="power_w", **window)
+    assert [p["value"] for p in power] == [10.0, 20.0, 30.0, 40.0, 50.0, 70.0]
+    assert city.points(light, **{"from": iso(base + dt.timedelta(seconds=1)), "to": iso(base + dt.timedelta(seconds=16))}) \
+        == [{"ts": raw[1]["ts"], "values": {"power_w": 20.0}}]
+
+    r = city.series(light, bucket="1min", metric="power_w", **{"from": iso(base), "to": iso(base + dt.timedelta(minutes=3))})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["metric"] == "power_w" and body["bucket"] == "1min"
+    assert [(dt.datetime.fromisoformat(p["ts"]), p["avg"], p["min"], p["max"], p["count"]) for p in body["points"]] == [
+        (base, 25.0, 10.0, 40.0, 4), (base + dt.timedelta(minutes=1), 60.0, 50.0, 70.0, 2),
+        (base + dt.timedelta(minutes=2), 5.0, 5.0, 5.0, 1)]
+    r = city.series(light, bucket="1h", metric="dimming_pct", **{"from": iso(base), "to": iso(base + dt.timedelta(hours=1))})
+    assert [(p["avg"], p["count"]) for p in r.json()["points"]] == [(65.0, 2)]
+
+
+def test_twin_and_series_parameters_are_checked(city):
+    light, = city.import_assets({"id": "SL-1", "kind": "street_light"})
+    now = utcnow()
+    day = {"from": iso(now - dt.timedelta(days=1)), "to": iso(now)}
+    for params, field in (({"bucket": "fortnight", "metric": "power_w"}, "bucket"),
+                          ({"bucket": "0min", "metric": "power_w"}, "bucket"),
+                          ({"bucket": "1min"}, "metric"),
+                          ({"metric": "colour"}, "metric"),
+                          ({"bucket": "1min", "metric": "power_state"}, "metric"),  # text: cannot be averaged
+                          ({"bucket": "1s", "metric": "power_w"}, "bucket")):        # 86,400 buckets
+        body = problem(city.series(light, **{**day, **params}), 400)
+        assert body.get("field") == field, (params, body)
+    problem(city.series(light, **{"from": day["to"], "to": day["from"]}), 400)
+    problem(city.series(light, **{"from": "2026-01-01T00:00:00", "to": "2026-01-02T00:00:00"}), 400)  # no time zone
+    problem(city.series(light, **{"from": "yesterday", "to": day["to"]}), 422)
+    problem(city.client.get(f"/api/v1/twin/{light}/series", headers=city.headers()), 422)  # no period at all
+    problem(city.series(city.id("NOPE"), **day), 404)
+    problem(city.client.get(f"/api/v1/twin/{city.id('NOPE')}", headers=city.headers()), 404)
+    for params, status in (({"kind": "spaceship"}, 400), ({"bbox": "1,2,3"}, 400), ({"bbox": "5,47,4,48"}, 400),
+                           ({"connectivity": "asleep"}, 422), ({"cursor": "not-a-cursor!"}, 400), ({"limit": 0}, 422)):
+        problem(city.client.get("/api/v1/twin", params=params, headers=city.headers()), status)
+    for params, status in (({"reason": "bored"}, 400), ({"since": "2026-01-01T00:00:00"}, 400)):
+        problem(city.client.get("/api/v1/ingest/dead-letters", params=params, headers=city.headers()), status)
+    problem(city.client.get("/api/v1/twin", headers={}), 401)
+    problem(city.client.get("/api/v1/ingest/dead-letters", headers=city.headers("read_only")), 403)
+
+
+def test_restricted_kinds_are_hidden_from_operators(city):
+    camera, light = city.import_assets({"id": "CAM-1", "kind": "camera"}, {"id": "SL-1", "kind": "street_light"})
+    ts = utcnow().replace(microsecond=0) - dt.timedelta(seconds=20)
+    city.publish([(camera, "telemetry", reading(ts, status="online", recording=True)),
+                  (camera, "telemetry", reading(ts, status="smashed")),
+                  (light, "telemetry", reading(ts, power_w=9.0))])
+    city.wait_state(camera, lambda s: s["values"] == {"status": "online", "recording": True}, "the camera's state")
+    city.wait_state(light, lambda s: True, "the light's state")
+    city.wait_dead_letters(camera, 1)
+
+    for role in ("police", "supervisor", "admin"):
+        assert city.twin(camera, role)["state"]["values"]["recording"] is True
+        assert ids(twin_list(city, role)) == sorted([camera, light])
+        assert city.series(camera, role).status_code == 200
+    for role in ("operator", "read_only", "service_coordinator"):
+        problem(city.client.get(f"/api/v1/twin/{camera}", headers=city.headers(role)), 404)
+        problem(city.series(camera, role), 404)
+        assert ids(twin_list(city, role)) == [light]
+        assert twin_list(city, role, kind="camera") == []
+    assert [d["reason_code"] for d in city.dead_letters(camera, "police")] == ["invalid_value"]
+    assert city.dead_letters(camera, "operator") == []
