@@ -32,6 +32,7 @@ REASONS = {
     "off_map": "coordinates outside the metropole",
     "future_timestamp": "the timestamp is in the future",
     "too_old": "the timestamp is older than the accepted lateness",
+    "store_error": "valid in form, but the store refused it (the error is in the reason)",
 }
 SEVERITIES = ("critical", "major", "minor", "warning", "info")
 MAX_EVENT_DATA_DEPTH = 32

@@ -10,12 +10,16 @@ from __future__ import annotations
 TOPIC_ROOT = "citypilot/v1"
 SUBJECT_ROOT = "citypilot.v1"
 
-# What devices send. ``cmd`` (to the device) and ``cmd/ack`` (its answer) are reserved for commands.
+# What devices send. Everything under citypilot/v1/ is captured by the ingest stream: a message on
+# another channel is dead-lettered, never silently dropped. ``cmd-ack`` (a device's answer to a
+# command) is reserved for the commands issue; commands *to* devices go out on their own root,
+# citypilot/cmd/v1/{device}, so that the ingest stream never captures them.
 INBOUND_CHANNELS = ("telemetry", "state", "event")
-RESERVED_CHANNELS = ("cmd", "cmd/ack")
+RESERVED_UPLINK_CHANNELS = ("cmd-ack",)
+COMMAND_TOPIC = "citypilot/cmd/v1/{device}"
 
 STREAM = "CITYPILOT_INGEST"
-STREAM_SUBJECTS = [f"{SUBJECT_ROOT}.*.{channel}" for channel in INBOUND_CHANNELS]
+STREAM_SUBJECTS = [f"{SUBJECT_ROOT}.>"]
 CONSUMER = "ingest"
 
 # Published by the ingest workers after each committed batch, for the rules, the UI and later issues:
@@ -38,8 +42,9 @@ def subject(device_id: str, channel: str) -> str:
 
 
 def parse_subject(value: str) -> tuple[str, str] | None:
-    """(device id, channel) of an inbound subject, None if it is not one."""
+    """(device id, channel) of a subject under citypilot.v1, None if it is not one. The channel may be
+    one devices are not allowed to use: the worker dead-letters those."""
     parts = value.split(".")
-    if len(parts) != 4 or f"{parts[0]}.{parts[1]}" != SUBJECT_ROOT or parts[3] not in INBOUND_CHANNELS:
+    if len(parts) < 4 or f"{parts[0]}.{parts[1]}" != SUBJECT_ROOT:
         return None
-    return parts[2], parts[3]
+    return parts[2], ".".join(parts[3:])

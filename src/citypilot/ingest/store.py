@@ -41,6 +41,13 @@ class DeadLetter:
     payload: bytes
     stream_seq: int | None
 
+    def __post_init__(self) -> None:
+        # Reasons quote the input; PostgreSQL text cannot hold NUL (the payload, bytea, keeps it as sent).
+        self.reason = self.reason.replace("\x00", "\\0")[:1000]
+        self.subject = self.subject.replace("\x00", "\\0")
+        if self.device_id is not None:
+            self.device_id = self.device_id.replace("\x00", "")
+
 
 @dataclass
 class TwinChange:
@@ -120,38 +127,77 @@ def _copy_text(readings: Sequence[StagedReading]) -> bytes:
     return b"".join(lines)
 
 
-_TWIN_SQL = """
-WITH latest AS (
-    SELECT DISTINCT ON (asset_id) asset_id, kind, ts, received_at, values, seq
-    FROM staging_readings ORDER BY asset_id, ts DESC, seq DESC
-), old AS (
-    SELECT t.asset_id, t.ts, t.values, t.connectivity
-    FROM twin t JOIN latest l USING (asset_id)
-    ORDER BY t.asset_id
-    FOR UPDATE OF t
-), up AS (
-    INSERT INTO twin AS t (asset_id, kind, ts, received_at, values, last_seen, connectivity, stream_seq)
-    SELECT asset_id, kind, ts, received_at, values, received_at, 'online', seq FROM latest ORDER BY asset_id
-    ON CONFLICT (asset_id) DO UPDATE SET
-        values = CASE WHEN EXCLUDED.ts > t.ts THEN t.values || EXCLUDED.values ELSE t.values END,
-        received_at = CASE WHEN EXCLUDED.ts > t.ts THEN EXCLUDED.received_at ELSE t.received_at END,
-        ts = GREATEST(t.ts, EXCLUDED.ts),
-        kind = EXCLUDED.kind,
-        last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen),
-        connectivity = 'online',
-        offline_since = NULL,
-        stream_seq = GREATEST(t.stream_seq, EXCLUDED.stream_seq)
-    RETURNING t.asset_id, t.kind, t.ts, t.values
-)
-SELECT up.asset_id, up.kind, up.ts, up.values, old.values, old.connectivity
-FROM up LEFT JOIN old USING (asset_id)
+@dataclass
+class TwinUpdate:
+    """Everything one batch says about one asset's live state: its readings merged in time order."""
+
+    asset_id: str
+    kind: str
+    ts: dt.datetime
+    values: dict[str, Any]
+    received_at: dt.datetime
+    seq: int
+
+
+NEVER = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+
+
+def merge_readings(readings: Sequence[StagedReading]) -> list[StagedReading]:
+    """One row per (asset, timestamp): two messages about the same instant (telemetry and state, a
+    duplicate) merge their values, the later-delivered winning a value both carry."""
+    merged: dict[tuple[str, dt.datetime], StagedReading] = {}
+    for staged in sorted(readings, key=lambda s: s.stream_seq):
+        key = (staged.reading.asset_id, staged.reading.ts)
+        existing = merged.get(key)
+        if existing is None:
+            merged[key] = StagedReading(AcceptedReading(staged.reading.asset_id, staged.reading.kind, staged.reading.ts,
+                                                        dict(staged.reading.values)), staged.received_at, staged.stream_seq)
+        else:
+            existing.reading.values.update(staged.reading.values)
+            existing.stream_seq = max(existing.stream_seq, staged.stream_seq)
+    return list(merged.values())
+
+
+def twin_updates(readings: Sequence[StagedReading]) -> dict[str, TwinUpdate]:
+    """Per asset, the batch's readings merged in device-time order (a later reading's values win)."""
+    updates: dict[str, TwinUpdate] = {}
+    for staged in sorted(readings, key=lambda s: (s.reading.ts, s.stream_seq)):
+        r = staged.reading
+        update = updates.get(r.asset_id)
+        if update is None:
+            updates[r.asset_id] = TwinUpdate(r.asset_id, r.kind, r.ts, dict(r.values), staged.received_at, staged.stream_seq)
+        else:
+            update.values.update(r.values)
+            update.ts, update.received_at, update.seq = r.ts, staged.received_at, max(update.seq, staged.stream_seq)
+    return updates
+
+
+_UPSERT_TWIN = """
+INSERT INTO twin AS t (asset_id, kind, ts, received_at, values, last_seen, connectivity, stream_seq)
+SELECT asset_id, kind, ts, received_at, values, last_seen, 'online', seq FROM staging_twin
+ON CONFLICT (asset_id) DO UPDATE SET
+    values = CASE WHEN EXCLUDED.ts >= t.ts THEN t.values || EXCLUDED.values ELSE t.values END,
+    received_at = CASE WHEN EXCLUDED.ts >= t.ts THEN EXCLUDED.received_at ELSE t.received_at END,
+    ts = GREATEST(t.ts, EXCLUDED.ts),
+    kind = EXCLUDED.kind,
+    last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen),
+    connectivity = 'online',
+    offline_since = NULL,
+    stream_seq = GREATEST(t.stream_seq, EXCLUDED.stream_seq)
 """
 
 
 async def apply_batch(conn: psycopg.AsyncConnection, readings: Sequence[StagedReading], events: Sequence[tuple[AcceptedEvent, dt.datetime]],
-                      dead_letters: Sequence[DeadLetter]) -> BatchResult:
-    """Write one batch; the caller runs it in a transaction and acknowledges the messages after commit."""
+                      dead_letters: Sequence[DeadLetter], seen: dict[str, tuple[str, dt.datetime]] | None = None) -> BatchResult:
+    """Write one batch; the caller runs it in a transaction and acknowledges the messages after commit.
+
+    ``seen``: devices heard from in this batch (id -> (kind, when)), such as a gateway that reported
+    only for its children, or a device that sent an event: a sign of life for offline detection.
+    """
     result = BatchResult()
+    readings = merge_readings(readings)
+    updates = twin_updates(readings)
+    touched = {device: info for device, info in (seen or {}).items() if device not in updates}
     if readings:
         await conn.execute("""CREATE TEMP TABLE IF NOT EXISTS staging_readings (
             asset_id text, kind text, ts timestamptz, received_at timestamptz, values jsonb, seq bigint)
@@ -159,18 +205,48 @@ async def apply_batch(conn: psycopg.AsyncConnection, readings: Sequence[StagedRe
         async with conn.cursor().copy("COPY staging_readings (asset_id, kind, ts, received_at, values, seq) "
                                       "FROM STDIN") as copy:
             await copy.write(_copy_text(readings))
-        cur = await conn.execute("INSERT INTO readings (asset_id, ts, received_at, values) "
-                                 "SELECT asset_id, ts, received_at, values FROM staging_readings "
-                                 "ON CONFLICT DO NOTHING")
+        cur = await conn.execute(
+            "INSERT INTO readings AS r (asset_id, ts, received_at, values) "
+            "SELECT asset_id, ts, received_at, values FROM staging_readings "
+            "ON CONFLICT (asset_id, ts) DO UPDATE SET values = r.values || EXCLUDED.values "
+            "WHERE r.values IS DISTINCT FROM r.values || EXCLUDED.values")
         result.readings_inserted = cur.rowcount
-        for asset_id, kind, ts, values, old_values, old_connectivity in await (await conn.execute(_TWIN_SQL)).fetchall():
-            if old_values is None:
-                result.twin_changes.append(TwinChange(asset_id, kind, ts, dict(values), back_online=False, new=True))
+    if updates or touched:
+        ids = sorted(set(updates) | set(touched))
+        # Lock the rows in id order (every worker does the same: no deadlock) and read what they hold,
+        # so that the changes published after commit are exact.
+        old = {row[0]: row[1:] for row in await (await conn.execute(
+            "SELECT asset_id, ts, values, connectivity FROM twin WHERE asset_id = ANY(%s) ORDER BY asset_id FOR UPDATE",
+            (ids,))).fetchall()}
+        await conn.execute("""CREATE TEMP TABLE IF NOT EXISTS staging_twin (
+            asset_id text, kind text, ts timestamptz, received_at timestamptz, values jsonb, last_seen timestamptz,
+            seq bigint) ON COMMIT DELETE ROWS""")
+        lines = []
+        for asset_id in ids:
+            update = updates.get(asset_id)
+            if update is None:
+                kind, when = touched[asset_id]
+                update = TwinUpdate(asset_id, kind, NEVER, {}, when, 0)
+            lines.append(b"%s\t%s\t%s\t%s\t%s\t%s\t%d\n" % (
+                asset_id.encode(), update.kind.encode(), update.ts.isoformat().encode() if update.ts != NEVER else b"-infinity",
+                update.received_at.isoformat().encode(), _json.encode(update.values).replace(b"\\", b"\\\\"),
+                update.received_at.isoformat().encode(), update.seq))
+            previous = old.get(asset_id)
+            if previous is None:
+                if update.values:
+                    result.twin_changes.append(TwinChange(asset_id, update.kind, update.ts, dict(update.values),
+                                                          back_online=False, new=True))
                 continue
-            changed = {k: v for k, v in values.items() if old_values.get(k) != v}
+            old_ts, old_values, old_connectivity = previous
+            changed = {k: v for k, v in update.values.items() if old_values.get(k) != v} if update.ts >= old_ts else {}
             back_online = old_connectivity != "online"
             if changed or back_online:
-                result.twin_changes.append(TwinChange(asset_id, kind, ts, changed, back_online, new=False))
+                result.twin_changes.append(TwinChange(asset_id, update.kind, max(update.ts, old_ts), changed,
+                                                      back_online, new=False))
+        async with conn.cursor().copy("COPY staging_twin (asset_id, kind, ts, received_at, values, last_seen, seq) "
+                                      "FROM STDIN") as copy:
+            await copy.write(b"".join(lines))
+        await conn.execute(_UPSERT_TWIN)
     if events:
         async with conn.cursor() as cur:
             for event, received_at in events:

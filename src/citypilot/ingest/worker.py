@@ -1,9 +1,10 @@
-"""The ingest worker: fetch a batch from JetStream, validate it, commit it, then acknowledge it.
+"""The ingest worker: take a batch delivered by JetStream, validate it, commit it, then acknowledge it.
 
 At-least-once: a message is acknowledged only after its batch is committed, so a worker killed at any
 moment loses nothing (its messages are redelivered), and the store's idempotence makes the redelivery
-harmless. Back-pressure: the next batch is fetched only when the previous one is committed, so memory
-holds one batch whatever the rate; the rest waits in the stream.
+harmless. Back-pressure: the server delivers at most the consumer's ``max_ack_pending`` messages that
+are not yet acknowledged, so a worker's memory is bounded whatever the rate; the rest waits in the
+stream, on disk.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import msgspec
 import psycopg
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 
 from citypilot.db import use_fast_json
@@ -28,17 +29,18 @@ from citypilot.equipment.catalog import Catalog
 from . import protocol
 from .normalise import AssetInfo, Limits, Outcome, normalise
 from .store import BatchResult, DeadLetter, PartitionManager, RegistryCache, StagedReading, apply_batch, day_of, encode_deltas
-from .stream import ensure_stream
+from .stream import DELIVER_GROUP, DELIVER_SUBJECT, MAX_ACK_PENDING, ensure_stream
 
 log = logging.getLogger("citypilot.ingest")
 _encoder = msgspec.json.Encoder()
+BATCH_LINGER_S = 0.02
 
 MESSAGES = Counter("citypilot_ingest_messages_total", "Device messages taken from the stream", ["outcome"])
 READINGS = Counter("citypilot_ingest_readings_total", "Readings accepted (one per asset and timestamp)")
 DEAD_LETTERS = Counter("citypilot_ingest_dead_letters_total", "Messages or readings dead-lettered", ["reason"])
 BATCH_SECONDS = Histogram("citypilot_ingest_batch_seconds", "Time to validate and commit one batch",
                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-LAG = Gauge("citypilot_ingest_pending_messages", "Messages waiting in the ingest stream")
+STRAY = Counter("citypilot_ingest_stray_messages_total", "Messages on the deliver subject not sent by the consumer")
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Parsed:
     device: str | None
     channel: str | None
     seq: int
+    received_at: dt.datetime  # when the broker stored it (the stream's clock), not when we got to it
     source: str
     authenticated: str | None
 
@@ -73,24 +76,44 @@ class IngestWorker:
         async with self.pool.connection() as conn:
             count = await self.cache.refresh(conn)
         self._last_refresh = time.monotonic()
+        self._buffer: list[Msg] = []
+        self._wake = asyncio.Event()
+        self.subscription = await self.nc.subscribe(DELIVER_SUBJECT, queue=DELIVER_GROUP, cb=self._on_msg,
+                                                    pending_msgs_limit=MAX_ACK_PENDING * 2,
+                                                    pending_bytes_limit=512 * 1024 * 1024)
         log.info("ingest worker ready", extra={"worker": self.name, "registry_assets": count})
-        self.subscription = await self.js.pull_subscribe_bind(protocol.CONSUMER, protocol.STREAM)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self._buffer.append(msg)
+        if len(self._buffer) >= self.batch_size:
+            self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Process batches until ``stop`` is set; transient failures wait and retry."""
+        """Commit batches until ``stop`` is set, then finish what was delivered and leave the group."""
         while not stop.is_set():
-            try:
-                msgs = await self.subscription.fetch(self.batch_size, timeout=0.5)
-            except (asyncio.TimeoutError, TimeoutError):
-                continue
-            except Exception as exc:  # NATS reconnecting, etc.
-                log.warning("fetch failed", extra={"worker": self.name, "error": f"{type(exc).__name__}: {exc}"})
-                await asyncio.sleep(0.5)
-                continue
+            if len(self._buffer) < self.batch_size:
+                self._wake.clear()
+                try:  # linger a little so that batches fill when traffic is light
+                    await asyncio.wait_for(self._wake.wait(), timeout=BATCH_LINGER_S)
+                except asyncio.TimeoutError:
+                    pass
+            await self._take_batch()
+        await self.subscription.unsubscribe()
+        while self._buffer:  # delivered to us before we left: commit them rather than wait for redelivery
+            await self._take_batch()
+
+    async def _take_batch(self) -> None:
+        msgs, self._buffer = self._buffer[:self.batch_size], self._buffer[self.batch_size:]
+        if msgs:
             await self.handle(msgs)
 
     async def handle(self, msgs: list[Msg]) -> None:
-        """Apply one batch, retrying while the database is unavailable (messages stay unacknowledged)."""
+        """Apply one batch, retrying while the database is unavailable (messages stay unacknowledged).
+
+        Any other failure is a message the store cannot take (a bug, or input the checks missed): the
+        batch is split in two and retried, down to the one message, which is dead-lettered rather than
+        blocking the stream for ever.
+        """
         while True:
             try:
                 await self.process(msgs)
@@ -99,20 +122,46 @@ class IngestWorker:
                 log.warning("batch not committed; retrying", extra={"worker": self.name, "error": str(exc)[:300]})
                 await asyncio.sleep(1.0)
                 for msg in msgs:  # keep them ours while we retry
-                    try:
-                        await msg.in_progress()
-                    except Exception:
-                        pass
+                    if msg.reply:
+                        await self.nc.publish(msg.reply, b"+WPI")
+            except Exception as exc:
+                if len(msgs) > 1:
+                    half = len(msgs) // 2
+                    await self.handle(msgs[:half])
+                    await self.handle(msgs[half:])
+                    return
+                await self._dead_letter_alone(msgs[0], exc)
+                return
 
-    def _parse(self, msg: Msg) -> Parsed:
+    async def _dead_letter_alone(self, msg: Msg, exc: Exception) -> None:
+        log.error("message could not be applied; dead-lettered", extra={"worker": self.name, "subject": msg.subject,
+                                                                         "error": f"{type(exc).__name__}: {exc}"[:500]})
+        info = ack_info(msg.reply)
+        parsed = protocol.parse_subject(msg.subject)
+        letter = DeadLetter("unknown", msg.subject, parsed[0] if parsed else None, None, "store_error",
+                            f"{type(exc).__name__}: {exc}", msg.data, info[0] if info else None)
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                await apply_batch(conn, [], [], [letter])
+        DEAD_LETTERS.labels("store_error").inc()
+        if msg.reply:
+            await self.nc.publish(msg.reply, b"")
+
+    def _parse(self, msg: Msg) -> Parsed | None:
+        info = ack_info(msg.reply)
+        if info is None:  # not delivered by our consumer (someone published on the deliver subject)
+            STRAY.inc()
+            return None
+        seq, stored_ns = info
         headers = msg.headers or {}
         parsed = protocol.parse_subject(msg.subject)
         device, channel = parsed if parsed else (None, None)
         source = headers.get(protocol.SOURCE_HEADER, "mqtt")
         authenticated = headers.get(protocol.AUTHENTICATED_DEVICE_HEADER) if source == "http" else None
-        return Parsed(msg, device, channel, stream_sequence(msg.reply), source, authenticated)
+        received_at = dt.datetime.fromtimestamp(stored_ns / 1e9, dt.timezone.utc)
+        return Parsed(msg, device, channel, seq, received_at, source, authenticated)
 
-    def _normalise(self, item: Parsed, received_at: dt.datetime, misses: set[str]) -> Outcome:
+    def _normalise(self, item: Parsed, misses: set[str]) -> Outcome:
         def lookup(asset_id: str) -> AssetInfo | None:
             found = self.cache.get(asset_id)
             if found is None:
@@ -121,15 +170,17 @@ class IngestWorker:
 
         if item.device is None or item.channel is None:
             return Outcome(None).reject("malformed", f"not an inbound subject: {item.msg.subject}")
-        return normalise(item.device, item.channel, item.msg.data, received_at=received_at, lookup=lookup,
+        if item.channel not in protocol.INBOUND_CHANNELS:
+            return Outcome(item.device).reject("malformed", f"unknown channel {item.channel!r} (devices publish on "
+                                                            f"{', '.join(protocol.INBOUND_CHANNELS)})")
+        return normalise(item.device, item.channel, item.msg.data, received_at=item.received_at, lookup=lookup,
                          catalog=self.catalog, limits=self.limits, authenticated_device=item.authenticated)
 
     async def process(self, msgs: list[Msg]) -> BatchResult:
         started = time.perf_counter()
-        received_at = dt.datetime.now(dt.timezone.utc)
-        items = [self._parse(m) for m in msgs]
+        items = [item for item in (self._parse(m) for m in msgs) if item is not None]
         misses: set[str] = set()
-        outcomes = [self._normalise(item, received_at, misses) for item in items]
+        outcomes = [self._normalise(item, misses) for item in items]
         async with self.pool.connection() as conn:
             if time.monotonic() - self._last_refresh > 10:
                 await self.cache.refresh(conn)
@@ -138,27 +189,32 @@ class IngestWorker:
                 before = set(misses)
                 await self.cache.resolve(conn, before, time.monotonic())
                 if any(self.cache.get(i) is not None for i in before):  # new assets: validate again
-                    outcomes = [self._normalise(item, received_at, set()) for item in items]
+                    outcomes = [self._normalise(item, set()) for item in items]
 
             readings: list[StagedReading] = []
             events = []
             dead: list[DeadLetter] = []
+            seen: dict[str, tuple[str, dt.datetime]] = {}
             for item, outcome in zip(items, outcomes):
-                readings += [StagedReading(r, received_at, item.seq) for r in outcome.readings]
-                events += [(e, received_at) for e in outcome.events]
+                readings += [StagedReading(r, item.received_at, item.seq) for r in outcome.readings]
+                events += [(e, item.received_at) for e in outcome.events]
                 dead += [DeadLetter(item.source, item.msg.subject, item.device, rej.asset_id, rej.reason_code,
                                     rej.reason, item.msg.data, item.seq) for rej in outcome.rejections]
-                if not outcome.readings and not outcome.events:
-                    MESSAGES.labels("dead_lettered").inc()
-                else:
+                if outcome.readings or outcome.events:
+                    device = self.cache.get(item.device or "")
+                    if device is not None:  # the sender is alive, whatever it reported about
+                        seen[device.id] = (device.kind, max(item.received_at, seen.get(device.id, (None, item.received_at))[1]))
                     MESSAGES.labels("applied" if not outcome.rejections else "partly_applied").inc()
+                else:
+                    MESSAGES.labels("dead_lettered").inc()
             await self.partitions.ensure(conn, {day_of(s.reading.ts) for s in readings})
             async with conn.transaction():
-                result = await apply_batch(conn, readings, events, dead)
+                result = await apply_batch(conn, readings, events, dead, seen)
         # Committed: only now may the stream forget these messages. (An ack is an empty message to the
         # reply subject; published directly, without building each message's metadata.)
         for msg in msgs:
-            await self.nc.publish(msg.reply, b"")
+            if msg.reply:
+                await self.nc.publish(msg.reply, b"")
         READINGS.inc(result.readings_inserted)
         for letter in dead:
             DEAD_LETTERS.labels(letter.reason_code).inc()
@@ -184,12 +240,22 @@ class IngestWorker:
                                                    "data": event.data}))
 
 
-def stream_sequence(reply: str) -> int:
-    """The stream sequence of a JetStream message, read from its ack subject (cheaper than nats-py's
-    full metadata): ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>``,
-    or the newer ``$JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<stream seq>...``."""
+def ack_info(reply: str | None) -> tuple[int, int] | None:
+    """(stream sequence, stored-at nanoseconds) of a JetStream message, read from its ack subject (cheaper
+    than nats-py's full metadata): ``$JS.ACK.<stream>.<consumer>.<delivered>.<seq>.<consumer seq>.<ns>.<pending>``,
+    or the newer ``$JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<seq>.<consumer seq>.<ns>...``.
+    None for anything else."""
+    if not reply or not reply.startswith("$JS.ACK."):
+        return None
     parts = reply.split(".")
-    return int(parts[5] if len(parts) == 9 else parts[7])
+    try:
+        if len(parts) == 9:
+            return int(parts[5]), int(parts[7])
+        if len(parts) >= 11:
+            return int(parts[7]), int(parts[9])
+    except ValueError:
+        return None
+    return None
 
 
 async def pending_messages(js: Any) -> int:

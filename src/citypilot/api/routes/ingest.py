@@ -9,7 +9,6 @@ from typing import Any
 
 import msgspec
 from fastapi import APIRouter, Depends, Query, Request
-from nats.js.errors import APIError
 from psycopg.rows import dict_row
 
 from citypilot.auth import devices
@@ -68,11 +67,16 @@ async def ingest_http(request: Request, identity: devices.DeviceIdentity = allow
         raise Problem(503, "the message bus is unavailable; retry later", headers={"Retry-After": "5"})
     js = context.nats.jetstream()
     headers = {protocol.SOURCE_HEADER: "http", protocol.AUTHENTICATED_DEVICE_HEADER: identity.device_id}
+    too_big = [i for i, m in enumerate(batch.messages) if len(m.payload) > context.nats.max_payload]
+    if too_big:
+        raise Problem(413, f"messages[{too_big[0]}]: larger than the bus accepts ({context.nats.max_payload} bytes); "
+                           "nothing was accepted")
     try:
         await asyncio.gather(*(js.publish(protocol.subject(m.device, m.channel), bytes(m.payload), headers=headers)
                                for m in batch.messages))
-    except (APIError, asyncio.TimeoutError) as exc:
-        raise Problem(503, f"the ingest stream did not accept the messages ({type(exc).__name__}); retry later",
+    except Exception as exc:  # nats-py raises several types here (no stream, timeout, API error, disconnect)
+        raise Problem(503, f"the ingest stream did not accept every message ({type(exc).__name__}); retry the "
+                           "batch: a reading that carries its own timestamp is stored once however often it is sent",
                       headers={"Retry-After": "5"}) from None
     return {"accepted": len(batch.messages)}
 
