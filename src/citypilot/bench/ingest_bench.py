@@ -222,6 +222,8 @@ async def _run(cfg: Config, database_url: str, nats_url: str, plan: Plan) -> dic
     with psycopg.connect(database_url) as conn:
         readings = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
         dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        dead_by_reason = dict(conn.execute("SELECT reason_code, count(*) FROM dead_letters GROUP BY 1").fetchall())
+        first_reasons = [r[0] for r in conn.execute("SELECT DISTINCT left(reason, 200) FROM dead_letters LIMIT 3")]
     expected_readings = round(plan.messages * readings_per_message) if plan.mode == "single" else \
         sum(len(readings) for _, _, readings in devices)
     latencies.sort()
@@ -236,7 +238,7 @@ async def _run(cfg: Config, database_url: str, nats_url: str, plan: Plan) -> dic
         "readings_per_message": round(readings_per_message, 1), "publishers": plan.publishers, "workers": plan.workers,
         "target_rate": plan.rate or "max", "msgs_per_s": round(msgs_per_s), "datapoints_per_s": round(readings / elapsed),
         "p50_ms": pct(0.50), "p99_ms": pct(0.99), "latency_samples": len(latencies),
-        "readings_stored": readings, "readings_expected": expected_readings, "dead_lettered": dead,
+        "readings_stored": readings, "readings_expected": expected_readings, "dead_lettered": dead, "dead_letters_by_reason": dead_by_reason, "dead_letter_examples": first_reasons,
         "lost": expected_readings - readings - dead, "publish_s": round(publish_elapsed, 2), "drained_s": round(elapsed, 2),
         "raw_mqtt_to_jetstream_msgs_per_s": round(raw_rate), "raw_stored": raw_stored,
         "ratio_to_raw": round(msgs_per_s / raw_rate, 3), "workers_killed": killed,

@@ -139,6 +139,8 @@ class TwinUpdate:
     seq: int
 
 
+# The device time of a twin row that has no values yet (a gateway heard only through its children):
+# earlier than any reading, and unlike '-infinity', readable back into a Python datetime.
 NEVER = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
 
 
@@ -228,7 +230,7 @@ async def apply_batch(conn: psycopg.AsyncConnection, readings: Sequence[StagedRe
                 kind, when = touched[asset_id]
                 update = TwinUpdate(asset_id, kind, NEVER, {}, when, 0)
             lines.append(b"%s\t%s\t%s\t%s\t%s\t%s\t%d\n" % (
-                asset_id.encode(), update.kind.encode(), update.ts.isoformat().encode() if update.ts != NEVER else b"-infinity",
+                asset_id.encode(), update.kind.encode(), update.ts.isoformat().encode(),
                 update.received_at.isoformat().encode(), _json.encode(update.values).replace(b"\\", b"\\\\"),
                 update.received_at.isoformat().encode(), update.seq))
             previous = old.get(asset_id)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 
 from citypilot.auth.accounts import Principal
 from citypilot.auth.roles import REGISTRY_READERS, sees_restricted
+from citypilot.ingest.store import NEVER
 from citypilot.registry import repository as repo
 
 from ..context import AppContext, get_context
@@ -30,6 +31,8 @@ def _state(row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
     out = {k: v for k, v in row.items() if k not in ("asset_id", "kind")}
+    if out.get("ts") == NEVER:  # heard from (a gateway reporting for others) but no values of its own yet
+        out["ts"] = out["received_at"] = None
     for key in ("ts", "received_at", "last_seen", "offline_since"):
         if out.get(key) is not None:
             out[key] = out[key].isoformat()
