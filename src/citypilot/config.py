@@ -70,6 +70,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ingest_max_age_days", int, 7, "How late a reading may arrive (older ones are dead-lettered)."),
     Setting("ingest_retention_days", int, 90, "Days of readings kept (older daily partitions are dropped)."),
     Setting("ingest_stream_max_bytes", int, 10 * 1024**3, "Disk the ingest stream may use while workers catch up."),
+    Setting("ingest_stream_replicas", int, 1, "Copies of the ingest stream on a NATS cluster (3 in production; 1 embedded)."),
     Setting("offline_grace_percent", int, 50, "A device is offline after its reporting interval plus this share of it..."),
     Setting("offline_min_grace_s", int, 10, "...but never less than this grace, in seconds."),
     Setting("log_level", str, "info", "debug, info, warning or error."),
@@ -106,6 +107,7 @@ class Config:
     ingest_max_age_days: int
     ingest_retention_days: int
     ingest_stream_max_bytes: int
+    ingest_stream_replicas: int
     offline_grace_percent: int
     offline_min_grace_s: int
     log_level: str
@@ -240,6 +242,8 @@ def load_config(
     for port in ("http_port", "nats_port", "mqtt_port", "nats_monitor_port"):
         if values[port] > 65535 or (values[port] == 0 and port != "nats_monitor_port"):
             raise ConfigError(f"{origin(port)}: {values[port]} is not a valid TCP port")
+    if not 1 <= values["ingest_stream_replicas"] <= 5:
+        raise ConfigError(f"{origin('ingest_stream_replicas')}: 1 to 5 replicas, got {values['ingest_stream_replicas']}")
     if not 1 <= values["ingest_batch_size"] <= 10_000:
         raise ConfigError(f"{origin('ingest_batch_size')}: 1 to 10000 messages, got {values['ingest_batch_size']}")
     if values["ingest_max_age_days"] > values["ingest_retention_days"]:

@@ -39,7 +39,8 @@ class IngestService:
     def __init__(self, config: Config, pool: AsyncConnectionPool, nc: Any, database_url: str, catalog: Catalog,
                  communes: Communes, workers: int, *, watch: bool = True, name: str = "serve") -> None:
         self.workers = [IngestWorker(nc, pool, catalog, limits_from(config, communes), batch_size=config.ingest_batch_size,
-                                     stream_max_bytes=config.ingest_stream_max_bytes, name=f"{name}-{i}")
+                                     stream_max_bytes=config.ingest_stream_max_bytes,
+                                     stream_replicas=config.ingest_stream_replicas, name=f"{name}-{i}")
                         for i in range(workers)]
         self.watch = ConnectivityWatch(pool, nc, catalog, grace_percent=config.offline_grace_percent,
                                        min_grace_s=config.offline_min_grace_s, retention_days=config.ingest_retention_days,

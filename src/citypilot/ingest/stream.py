@@ -23,8 +23,9 @@ DELIVER_SUBJECT = "citypilot.ingest.deliver"
 DELIVER_GROUP = "ingest-workers"
 
 
-def stream_config(max_bytes: int) -> StreamConfig:
+def stream_config(max_bytes: int, replicas: int = 1) -> StreamConfig:
     return StreamConfig(
+        num_replicas=replicas,
         name=STREAM, subjects=list(STREAM_SUBJECTS), retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE, max_bytes=max_bytes, discard=DiscardPolicy.NEW,
         max_msg_size=1024 * 1024, duplicate_window=120.0,
@@ -41,8 +42,8 @@ def consumer_config() -> ConsumerConfig:
     )
 
 
-async def ensure_stream(js: JetStreamContext, max_bytes: int) -> None:
-    config = stream_config(max_bytes)
+async def ensure_stream(js: JetStreamContext, max_bytes: int, replicas: int = 1) -> None:
+    config = stream_config(max_bytes, replicas)
     try:
         await js.stream_info(STREAM)
     except NotFoundError:

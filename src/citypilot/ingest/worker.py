@@ -56,7 +56,8 @@ class Parsed:
 
 class IngestWorker:
     def __init__(self, nc: NATS, pool: AsyncConnectionPool, catalog: Catalog, limits: Limits, *,
-                 batch_size: int = 1000, stream_max_bytes: int = 10 * 1024**3, name: str = "ingest") -> None:
+                 batch_size: int = 1000, stream_max_bytes: int = 10 * 1024**3, stream_replicas: int = 1,
+                 name: str = "ingest") -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.pool = pool
@@ -64,6 +65,7 @@ class IngestWorker:
         self.limits = limits
         self.batch_size = batch_size
         self.stream_max_bytes = stream_max_bytes
+        self.stream_replicas = stream_replicas
         self.name = name
         self.cache = RegistryCache()
         self.partitions = PartitionManager()
@@ -72,7 +74,7 @@ class IngestWorker:
         use_fast_json()
 
     async def start(self) -> None:
-        await ensure_stream(self.js, self.stream_max_bytes)
+        await ensure_stream(self.js, self.stream_max_bytes, self.stream_replicas)
         async with self.pool.connection() as conn:
             count = await self.cache.refresh(conn)
         self._last_refresh = time.monotonic()
