@@ -263,3 +263,40 @@ def test_restricted_kinds_are_hidden_from_operators(city):
         assert twin_list(city, role, kind="camera") == []
     assert [d["reason_code"] for d in city.dead_letters(camera, "police")] == ["invalid_value"]
     assert city.dead_letters(camera, "operator") == []
+
+
+def test_device_events_are_listed_newest_first_and_filtered(app_client, auth, stack, uid):
+    """Events a device reported (applied by the ingest worker) through GET /api/v1/twin/{id}/events."""
+    import asyncio
+    import datetime as dt
+    import json as _json
+    import time as _time
+
+    import nats as _nats
+
+    admin = auth("admin")
+    body = f"id,kind,name,lat,lon\n{uid}-EV-1,information_panel,Panel,47.3220,5.0415\n".encode()
+    assert app_client.post("/api/v1/assets/import", content=body, headers={**admin, "Content-Type": "text/csv"}).status_code == 200
+    t0 = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=30)
+
+    async def publish() -> None:
+        nc = await _nats.connect(stack.endpoints.nats_url)
+        js = nc.jetstream()
+        for i, code in enumerate(("pixel_failure", "power_loss", "pixel_failure")):
+            ts = (t0 + dt.timedelta(seconds=i)).isoformat()
+            await js.publish(f"citypilot.v1.{uid}-EV-1.event", _json.dumps({"ts": ts, "code": code, "severity": "minor"}).encode())
+        await nc.close()
+
+    asyncio.run(publish())
+    deadline = _time.monotonic() + 10
+    items = []
+    while _time.monotonic() < deadline:
+        items = app_client.get(f"/api/v1/twin/{uid}-EV-1/events", headers=auth("operator")).json()["items"]
+        if len(items) == 3:
+            break
+        _time.sleep(0.2)
+    assert [i["code"] for i in items] == ["pixel_failure", "power_loss", "pixel_failure"][::-1]
+    only = app_client.get(f"/api/v1/twin/{uid}-EV-1/events", params={"code": "power_loss"}, headers=auth("operator")).json()
+    assert [i["code"] for i in only["items"]] == ["power_loss"]
+    bad = app_client.get(f"/api/v1/twin/{uid}-EV-1/events", params={"from": "2026-11-21T22:00:00"}, headers=admin)
+    assert bad.status_code == 400 and bad.headers["content-type"].startswith("application/problem+json")

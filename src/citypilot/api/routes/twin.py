@@ -138,3 +138,32 @@ async def get_series(
             {"width": width, "asset": asset_id, "start": start, "end": end, "metric": metric})).fetchall()
     return FastJSONResponse({"id": asset_id, "metric": metric, "bucket": bucket, "points": [
         {"ts": b.isoformat(), "avg": a, "min": lo, "max": hi, "count": n} for b, a, lo, hi, n in rows]})
+
+
+@router.get("/{asset_id}/events", summary="Events the device reported (fault codes, alarms), newest first")
+async def get_events(
+    asset_id: str,
+    start: dt.datetime | None = Query(None, alias="from", description="From (ISO 8601 with time zone), included"),
+    end: dt.datetime | None = Query(None, alias="to", description="To (ISO 8601 with time zone), excluded"),
+    code: str | None = Query(None, max_length=64, pattern=r"^[a-z0-9_]+$"),
+    limit: int = Query(100, ge=1, le=1000),
+    principal: Principal = allow(REGISTRY_READERS),
+    context: AppContext = Depends(get_context),
+) -> FastJSONResponse:
+    for name, value in (("from", start), ("to", end)):
+        if value is not None and value.tzinfo is None:
+            raise Problem(400, f"{name} needs a time zone (e.g. 2026-11-21T22:00:00+01:00)", type_="invalid-parameter",
+                          field=name)
+    await _visible_asset(context, principal, asset_id)
+    clauses, params = ["asset_id = %(asset)s"], {"asset": asset_id, "limit": limit}
+    for clause, name, value in (("ts >= %(start)s", "start", start), ("ts < %(end)s", "end", end), ("code = %(code)s", "code", code)):
+        if value is not None:
+            clauses.append(clause)
+            params[name] = value
+    async with context.pool.connection() as conn:
+        rows = await (await conn.execute(
+            f"SELECT ts, code, severity, message, data, received_at FROM device_events WHERE {' AND '.join(clauses)} "
+            f"ORDER BY ts DESC LIMIT %(limit)s", params)).fetchall()
+    return FastJSONResponse({"id": asset_id, "items": [
+        {"ts": ts.isoformat(), "code": c, "severity": sev, "message": msg, "data": data, "received_at": rec.isoformat()}
+        for ts, c, sev, msg, data, rec in rows]})
