@@ -29,7 +29,7 @@ import pytest
 
 from citypilot.ingest import protocol
 
-from .conftest import City, eventually, iso, reading, utcnow
+from .conftest import eventually, iso, reading, utcnow
 
 CITYPILOT = str(Path(sys.executable).parent / "citypilot")
 PARIS = (48.8566, 2.3522)
@@ -242,9 +242,6 @@ class _StreamMessage:
         self.reply = f"$JS.ACK.{protocol.STREAM}.{protocol.CONSUMER}.1.{seq}.{seq}.{time.time_ns()}.0"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG in ingest/worker.py (IngestWorker.process, lines 188-192): after resolving "
-                   "the ids missing from the registry cache it validates the batch again but drops the ids that second "
-                   "pass misses, so a new gateway's lights are dead-lettered as unknown_device")
 def test_a_new_gateways_first_batch_applies_its_lights(city, stack):
     """A cabinet and its lights imported after the worker's last registry refresh; the cabinet's first
     message is a batch for its lights. Deterministic: the worker's cache is loaded before the import."""

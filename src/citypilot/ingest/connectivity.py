@@ -54,12 +54,14 @@ stranded AS (
 SELECT asset_id, kind, last_seen FROM gone UNION ALL SELECT asset_id, kind, last_seen FROM stranded ORDER BY asset_id
 """
 
-# What an offline gateway reports for is unreachable (it may be fine; we cannot know).
+# What an offline gateway reports for is unreachable (it may be fine; we cannot know): at the moment
+# the gateway goes offline, and for an asset whose own deadline passes while its gateway is offline.
+# An asset heard from afterwards (directly, or through a gateway back online) stays online.
 _UNREACHABLE_SQL = """
 UPDATE twin c SET connectivity = 'unreachable', offline_since = COALESCE(c.offline_since, now())
 FROM assets a JOIN twin g ON g.asset_id = a.reported_by
 WHERE a.id = c.asset_id AND g.connectivity <> 'online' AND c.connectivity <> 'unreachable'
-  AND (c.connectivity = 'online' OR c.asset_id = ANY(%(gone)s))
+  AND ((g.asset_id = ANY(%(gone)s) AND c.connectivity = 'online') OR c.asset_id = ANY(%(gone)s))
 RETURNING c.asset_id, c.kind, a.reported_by
 """
 

@@ -40,6 +40,7 @@ class DeadLetter:
     reason: str
     payload: bytes
     stream_seq: int | None
+    stored_at: dt.datetime | None = None
 
     def __post_init__(self) -> None:
         # Reasons quote the input; PostgreSQL text cannot hold NUL (the payload, bytea, keeps it as sent).
@@ -179,7 +180,7 @@ INSERT INTO twin AS t (asset_id, kind, ts, received_at, values, last_seen, conne
 SELECT asset_id, kind, ts, received_at, values, last_seen, 'online', seq FROM staging_twin
 ON CONFLICT (asset_id) DO UPDATE SET
     values = CASE WHEN EXCLUDED.ts >= t.ts THEN t.values || EXCLUDED.values ELSE t.values END,
-    received_at = CASE WHEN EXCLUDED.ts >= t.ts THEN EXCLUDED.received_at ELSE t.received_at END,
+    received_at = CASE WHEN EXCLUDED.ts > t.ts THEN EXCLUDED.received_at ELSE t.received_at END,
     ts = GREATEST(t.ts, EXCLUDED.ts),
     kind = EXCLUDED.kind,
     last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen),
@@ -262,9 +263,9 @@ async def apply_batch(conn: psycopg.AsyncConnection, readings: Sequence[StagedRe
         async with conn.cursor() as cur:
             await cur.executemany(
                 "INSERT INTO dead_letters (source, subject, device_id, asset_id, reason_code, reason, payload, "
-                "payload_size, stream_seq) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                "payload_size, stream_seq, stored_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                 [(d.source, d.subject, d.device_id, d.asset_id, d.reason_code, d.reason[:1000],
-                  d.payload[:DEAD_LETTER_PAYLOAD_LIMIT], len(d.payload), d.stream_seq) for d in dead_letters])
+                  d.payload[:DEAD_LETTER_PAYLOAD_LIMIT], len(d.payload), d.stream_seq, d.stored_at) for d in dead_letters])
         result.dead_letters_inserted = len(dead_letters)
     return result
 
@@ -322,11 +323,15 @@ class RegistryCache:
 _delta_encoder = msgspec.json.Encoder()
 
 
-def encode_deltas(changes: Sequence[TwinChange]) -> dict[str, bytes]:
-    """The twin changes of one batch, one JSON array per kind."""
+DELTAS_PER_MESSAGE = 2000  # about 300 KB: well under NATS's 1 MiB message limit
+
+
+def encode_deltas(changes: Sequence[TwinChange]) -> list[tuple[str, bytes]]:
+    """The twin changes of one batch as (kind, JSON array) messages, at most DELTAS_PER_MESSAGE each."""
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for change in changes:
         by_kind.setdefault(change.kind, []).append(
             {"asset": change.asset_id, "ts": change.ts, "changed": change.changed, "back_online": change.back_online,
              "new": change.new})
-    return {kind: _delta_encoder.encode(items) for kind, items in by_kind.items()}
+    return [(kind, _delta_encoder.encode(items[i:i + DELTAS_PER_MESSAGE]))
+            for kind, items in by_kind.items() for i in range(0, len(items), DELTAS_PER_MESSAGE)]

@@ -141,7 +141,8 @@ class IngestWorker:
         info = ack_info(msg.reply)
         parsed = protocol.parse_subject(msg.subject)
         letter = DeadLetter("unknown", msg.subject, parsed[0] if parsed else None, None, "store_error",
-                            f"{type(exc).__name__}: {exc}", msg.data, info[0] if info else None)
+                            f"{type(exc).__name__}: {exc}", msg.data, info[0] if info else None,
+                            dt.datetime.fromtimestamp(info[1] / 1e9, dt.timezone.utc) if info else None)
         async with self.pool.connection() as conn:
             async with conn.transaction():
                 await apply_batch(conn, [], [], [letter])
@@ -187,11 +188,19 @@ class IngestWorker:
             if time.monotonic() - self._last_refresh > 10:
                 await self.cache.refresh(conn)
                 self._last_refresh = time.monotonic()
-            if misses:
-                before = set(misses)
-                await self.cache.resolve(conn, before, time.monotonic())
-                if any(self.cache.get(i) is not None for i in before):  # new assets: validate again
-                    outcomes = [self._normalise(item, set()) for item in items]
+            # Ids missing from the cache are looked up; what is found can reveal more (a new cabinet's
+            # lights), so repeat until a pass finds nothing new (bounded: each pass resolves ids).
+            looked_up: set[str] = set()
+            for _ in range(4):
+                new_misses = misses - looked_up
+                if not new_misses:
+                    break
+                looked_up |= new_misses
+                await self.cache.resolve(conn, new_misses, time.monotonic())
+                if not any(self.cache.get(i) is not None for i in new_misses):
+                    break
+                misses = set()
+                outcomes = [self._normalise(item, misses) for item in items]
 
             readings: list[StagedReading] = []
             events = []
@@ -201,7 +210,7 @@ class IngestWorker:
                 readings += [StagedReading(r, item.received_at, item.seq) for r in outcome.readings]
                 events += [(e, item.received_at) for e in outcome.events]
                 dead += [DeadLetter(item.source, item.msg.subject, item.device, rej.asset_id, rej.reason_code,
-                                    rej.reason, item.msg.data, item.seq) for rej in outcome.rejections]
+                                    rej.reason, item.msg.data, item.seq, item.received_at) for rej in outcome.rejections]
                 if outcome.readings or outcome.events:
                     device = self.cache.get(item.device or "")
                     if device is not None:  # the sender is alive, whatever it reported about
@@ -220,7 +229,10 @@ class IngestWorker:
         READINGS.inc(result.readings_inserted)
         for letter in dead:
             DEAD_LETTERS.labels(letter.reason_code).inc()
-        await self._publish(result)
+        try:
+            await self._publish(result)
+        except Exception as exc:  # committed and acknowledged: never re-run the batch for a notification
+            log.warning("twin changes not published", extra={"worker": self.name, "error": f"{type(exc).__name__}: {exc}"})
         self.processed += len(msgs)
         BATCH_SECONDS.observe(time.perf_counter() - started)
         return result
@@ -228,7 +240,7 @@ class IngestWorker:
     async def _publish(self, result: BatchResult) -> None:
         """Tell the rest of the system what changed, one message per kind and batch (core NATS: the twin
         in PostgreSQL is the truth; a subscriber that misses a delta reads the twin)."""
-        for kind, payload in encode_deltas(result.twin_changes).items():
+        for kind, payload in encode_deltas(result.twin_changes):
             await self.nc.publish(protocol.TWIN_DELTA_SUBJECT.format(kind=kind), payload)
         for change in result.twin_changes:
             if change.back_online:

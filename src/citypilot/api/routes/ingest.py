@@ -67,7 +67,10 @@ async def ingest_http(request: Request, identity: devices.DeviceIdentity = allow
         raise Problem(503, "the message bus is unavailable; retry later", headers={"Retry-After": "5"})
     js = context.nats.jetstream()
     headers = {protocol.SOURCE_HEADER: "http", protocol.AUTHENTICATED_DEVICE_HEADER: identity.device_id}
-    too_big = [i for i, m in enumerate(batch.messages) if len(m.payload) > context.nats.max_payload]
+    # The server counts the headers in its limit, and closes the connection (ours, shared by every request
+    # and the ingest worker) on a message over it: refuse it here.
+    header_bytes = len(b"NATS/1.0\r\n\r\n") + sum(len(k) + len(v) + 4 for k, v in headers.items())
+    too_big = [i for i, m in enumerate(batch.messages) if len(m.payload) + header_bytes > context.nats.max_payload]
     if too_big:
         raise Problem(413, f"messages[{too_big[0]}]: larger than the bus accepts ({context.nats.max_payload} bytes); "
                            "nothing was accepted")

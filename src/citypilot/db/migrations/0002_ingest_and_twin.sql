@@ -44,8 +44,10 @@ CREATE TABLE dead_letters (
     payload       bytea NOT NULL,
     payload_size  integer NOT NULL,
     stream_seq    bigint,
-    -- a redelivered message is dead-lettered once (NULLS NOT DISTINCT: PostgreSQL 15 and later)
-    UNIQUE NULLS NOT DISTINCT (stream_seq, asset_id, reason_code)
+    stored_at     timestamptz,  -- when the broker stored the message: with stream_seq, names it for good
+    -- a redelivered message is dead-lettered once, even if the stream was recreated since
+    -- (NULLS NOT DISTINCT: PostgreSQL 15 and later)
+    UNIQUE NULLS NOT DISTINCT (stream_seq, stored_at, asset_id, reason_code)
 );
 CREATE INDEX dead_letters_received_idx ON dead_letters (received_at DESC, id DESC);
 CREATE INDEX dead_letters_device_idx ON dead_letters (device_id, id DESC);
