@@ -23,8 +23,9 @@ def random_points(communes: Communes, count: int, rng: np.random.Generator) -> t
     while got < count:
         n = (count - got) * 3 + 100
         centre = rng.random(n) < 0.5
-        lon = np.where(centre, rng.normal(5.0415, 0.02, n), rng.uniform(min_lon, max_lon, n))
-        lat = np.where(centre, rng.normal(47.3220, 0.012, n), rng.uniform(min_lat, max_lat, n))
+        # Rounded as the CSV writes them, before the inside test: a point on a border must stay inside.
+        lon = np.round(np.where(centre, rng.normal(5.0415, 0.02, n), rng.uniform(min_lon, max_lon, n)), 6)
+        lat = np.round(np.where(centre, rng.normal(47.3220, 0.012, n), rng.uniform(min_lat, max_lat, n)), 6)
         found = np.array([c is not None for c in communes.locate_many(lon, lat)])
         lons.append(lon[found])
         lats.append(lat[found])
