@@ -168,3 +168,14 @@ def test_offline_deadlines_follow_the_catalogue():
 
 def test_never_is_older_than_any_reading():
     assert NEVER < dt.datetime(1900, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def test_readings_older_than_the_stored_state_stay_out_of_the_twin():
+    """A late reading and a newer one in the same batch: only the newer one reaches the live state."""
+    stored = NOW
+    updates = twin_updates([staged("SL-1", -300, 1, power_w=3.0), staged("SL-1", 1, 2, dimming_pct=41),
+                            staged("SL-2", -10, 3, power_w=9.0)], {"SL-1": stored, "SL-2": stored})
+    assert updates["SL-1"].values == {"dimming_pct": 41}
+    assert "SL-2" not in updates  # only late readings: history and a sign of life, not the live state
+    same_instant = twin_updates([staged("SL-1", 0, 1, power_w=5.0)], {"SL-1": stored})
+    assert same_instant["SL-1"].values == {"power_w": 5.0}  # the same instant merges

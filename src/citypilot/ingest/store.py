@@ -161,11 +161,18 @@ def merge_readings(readings: Sequence[StagedReading]) -> list[StagedReading]:
     return list(merged.values())
 
 
-def twin_updates(readings: Sequence[StagedReading]) -> dict[str, TwinUpdate]:
-    """Per asset, the batch's readings merged in device-time order (a later reading's values win)."""
+def twin_updates(readings: Sequence[StagedReading], floor: dict[str, dt.datetime] | None = None) -> dict[str, TwinUpdate]:
+    """Per asset, the batch's readings merged in device-time order (a later reading's values win).
+
+    ``floor``: the device time the twin already holds per asset; readings older than it belong to the
+    history only and are left out (a reading at that very instant merges).
+    """
+    floor = floor or {}
     updates: dict[str, TwinUpdate] = {}
     for staged in sorted(readings, key=lambda s: (s.reading.ts, s.stream_seq)):
         r = staged.reading
+        if r.asset_id in floor and r.ts < floor[r.asset_id]:
+            continue
         update = updates.get(r.asset_id)
         if update is None:
             updates[r.asset_id] = TwinUpdate(r.asset_id, r.kind, r.ts, dict(r.values), staged.received_at, staged.stream_seq)
@@ -199,8 +206,12 @@ async def apply_batch(conn: psycopg.AsyncConnection, readings: Sequence[StagedRe
     """
     result = BatchResult()
     readings = merge_readings(readings)
-    updates = twin_updates(readings)
-    touched = {device: info for device, info in (seen or {}).items() if device not in updates}
+    # Everything heard from is a sign of life: the devices that sent, and the assets read about.
+    alive: dict[str, tuple[str, dt.datetime]] = dict(seen or {})
+    for staged in readings:
+        previous = alive.get(staged.reading.asset_id)
+        if previous is None or previous[1] < staged.received_at:
+            alive[staged.reading.asset_id] = (staged.reading.kind, staged.received_at)
     if readings:
         await conn.execute("""CREATE TEMP TABLE IF NOT EXISTS staging_readings (
             asset_id text, kind text, ts timestamptz, received_at timestamptz, values jsonb, seq bigint)
@@ -214,13 +225,15 @@ async def apply_batch(conn: psycopg.AsyncConnection, readings: Sequence[StagedRe
             "ON CONFLICT (asset_id, ts) DO UPDATE SET values = r.values || EXCLUDED.values "
             "WHERE r.values IS DISTINCT FROM r.values || EXCLUDED.values")
         result.readings_inserted = cur.rowcount
-    if updates or touched:
-        ids = sorted(set(updates) | set(touched))
-        # Lock the rows in id order (every worker does the same: no deadlock) and read what they hold,
-        # so that the changes published after commit are exact.
+    if alive:
+        ids = sorted(alive)
+        # Lock the rows in id order (every worker does the same: no deadlock) and read what they hold:
+        # the merge leaves out readings older than the stored state, and the published changes are exact.
         old = {row[0]: row[1:] for row in await (await conn.execute(
             "SELECT asset_id, ts, values, connectivity FROM twin WHERE asset_id = ANY(%s) ORDER BY asset_id FOR UPDATE",
             (ids,))).fetchall()}
+        updates = twin_updates(readings, {asset_id: state[0] for asset_id, state in old.items()})
+        touched = {asset_id: info for asset_id, info in alive.items() if asset_id not in updates}
         await conn.execute("""CREATE TEMP TABLE IF NOT EXISTS staging_twin (
             asset_id text, kind text, ts timestamptz, received_at timestamptz, values jsonb, last_seen timestamptz,
             seq bigint) ON COMMIT DELETE ROWS""")

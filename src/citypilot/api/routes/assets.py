@@ -95,6 +95,18 @@ def build_filter(context: AppContext, principal: Principal, kind: str | None, co
     return flt
 
 
+def decode_cursor(cursor: str | None, flt: repo.AssetFilter) -> repo.Cursor | None:
+    """The position a list resumes from; a cursor from another kind of list (by id vs nearest first)
+    or a damaged one is a 400."""
+    try:
+        position = repo.Cursor.decode(cursor) if cursor else None
+        if position is not None and (position.after_distance is None) != (flt.near is None):
+            raise ValueError("malformed cursor: it belongs to a list with other parameters")
+    except ValueError as exc:
+        raise Problem(400, str(exc), type_="invalid-parameter", field="cursor") from None
+    return position
+
+
 class FilterParams:
     """The registry's list filters, shared by listing and export."""
 
@@ -127,12 +139,7 @@ async def list_assets(
     context: AppContext = Depends(get_context),
 ) -> FastJSONResponse:
     flt = filters.build(context, principal)
-    try:
-        position = repo.Cursor.decode(cursor) if cursor else None
-        if position is not None and (position.after_distance is None) != (flt.near is None):
-            raise ValueError("malformed cursor: it belongs to a list with other parameters")
-    except ValueError as exc:
-        raise Problem(400, str(exc), type_="invalid-parameter", field="cursor") from None
+    position = decode_cursor(cursor, flt)
     async with context.pool.connection() as conn:
         rows, next_cursor = await repo.list_assets(conn, flt, cursor=position, limit=limit)
     items = [repo.row_to_asset(r, context.communes) for r in rows]

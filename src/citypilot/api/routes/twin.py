@@ -17,7 +17,7 @@ from ..context import AppContext, get_context
 from ..problems import Problem
 from ..responses import FastJSONResponse
 from ..security import allow
-from .assets import FilterParams
+from .assets import FilterParams, decode_cursor
 
 router = APIRouter(prefix="/api/v1/twin", tags=["live twin"])
 MAX_RAW_POINTS = 10_000
@@ -58,12 +58,7 @@ async def list_states(
     flt = filters.build(context, principal)
     if connectivity is not None:
         flt.connectivity = connectivity
-    try:
-        position = repo.Cursor.decode(cursor) if cursor else None
-        if position is not None and (position.after_distance is None) != (flt.near is None):
-            raise ValueError("malformed cursor: it belongs to a list with other parameters")
-    except ValueError as exc:
-        raise Problem(400, str(exc), type_="invalid-parameter", field="cursor") from None
+    position = decode_cursor(cursor, flt)
     async with context.pool.connection() as conn:
         rows, next_cursor = await repo.list_assets(conn, flt, cursor=position, limit=limit)
         ids = [r["id"] for r in rows]
