@@ -117,9 +117,9 @@ class City:
         return self.client.post("/api/v1/ingest", json={"messages": messages}, headers=headers)
 
     def introduce(self, gateway: str) -> None:
-        """The gateway reports for itself first, so that the worker knows it before its first batch for
-        what it reports for (today a gateway unknown to the worker's cache has its first batch's assets
-        dead-lettered: see test_ingest.py::test_a_new_gateways_first_batch_applies_its_lights)."""
+        """The gateway reports for itself first and the test waits until it is applied: a known starting
+        point for tests about what it reports for. (A gateway's very first batch works too:
+        test_ingest.py::test_a_new_gateways_first_batch_applies_its_lights.)"""
         self.publish([(gateway, "telemetry", reading(utcnow() - dt.timedelta(minutes=30), mains="ok"))])
         self.wait_state(gateway, lambda s: True, "the gateway known to the worker")
 

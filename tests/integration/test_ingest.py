@@ -744,3 +744,39 @@ def test_a_killed_worker_loses_nothing_and_applies_nothing_twice(city, stack):
     assert city.sql("SELECT count(*) FROM dead_letters WHERE device_id LIKE %s", (f"{city.uid}-%",)) == [(0,)]
     assert city.sql("SELECT count(DISTINCT (asset_id, ts)) FROM readings WHERE asset_id LIKE %s",
                     (f"{city.uid}-%",)) == [(total,)]
+
+
+# --- back-pressure: a stalled database ----------------------------------------------------------------
+
+def test_a_stalled_database_leaves_messages_in_the_stream_not_in_memory(city, stack):
+    """While PostgreSQL does not answer, the server hands the worker at most MAX_ACK_PENDING messages and
+    keeps the rest in the stream; the worker's heartbeat stops redeliveries (no copies pile up in
+    memory) past the ack wait; once the database answers again, every message is applied."""
+    import psycopg
+
+    from citypilot.ingest.stream import ACK_WAIT_S, MAX_ACK_PENDING
+
+    lights = city.import_assets(*({"id": f"SL-{i}", "kind": "street_light"} for i in range(40)))
+    t0 = utcnow().replace(microsecond=0) - dt.timedelta(hours=1)
+    total = MAX_ACK_PENDING + 4000
+    messages = [(lights[i % 40], "telemetry", reading(t0 + dt.timedelta(milliseconds=i), power_w=float(i % 90)))
+                for i in range(total)]
+    before = asyncio.run(_consumer(stack.endpoints.nats_url)).num_redelivered
+    blocker = psycopg.connect(stack.endpoints.database_url)
+    try:
+        blocker.execute("LOCK TABLE twin IN ACCESS EXCLUSIVE MODE")  # every ingest batch now waits
+        asyncio.run(publish_burst(stack.endpoints.nats_url, messages))
+        info = eventually(lambda: (lambda i: i if i.num_ack_pending >= MAX_ACK_PENDING - 1000 else None)(
+            asyncio.run(_consumer(stack.endpoints.nats_url))), "the worker holding as much as it may")
+        assert info.num_ack_pending <= MAX_ACK_PENDING
+        assert info.num_pending >= total - MAX_ACK_PENDING - 1000  # the rest waits in the stream, on disk
+        time.sleep(ACK_WAIT_S + 2)  # past the ack wait: without the heartbeat, everything would be redelivered
+        info = asyncio.run(_consumer(stack.endpoints.nats_url))
+        assert info.num_redelivered == before and info.num_ack_pending <= MAX_ACK_PENDING
+    finally:
+        blocker.rollback()
+        blocker.close()
+    stored = eventually(lambda: (lambda n: n if n == total else None)(city.sql(
+        "SELECT count(*) FROM readings WHERE asset_id = ANY(%s)", (lights,))[0][0]),
+        "every reading applied once the database answers", timeout=60)
+    assert stored == total

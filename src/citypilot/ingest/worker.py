@@ -29,7 +29,7 @@ from citypilot.equipment.catalog import Catalog
 from . import protocol
 from .normalise import AssetInfo, Limits, Outcome, normalise
 from .store import BatchResult, DeadLetter, PartitionManager, RegistryCache, StagedReading, apply_batch, day_of, encode_deltas
-from .stream import DELIVER_GROUP, DELIVER_SUBJECT, MAX_ACK_PENDING, ensure_stream
+from .stream import ACK_WAIT_S, DELIVER_GROUP, DELIVER_SUBJECT, MAX_ACK_PENDING, ensure_stream
 
 log = logging.getLogger("citypilot.ingest")
 _encoder = msgspec.json.Encoder()
@@ -79,6 +79,7 @@ class IngestWorker:
             count = await self.cache.refresh(conn)
         self._last_refresh = time.monotonic()
         self._buffer: list[Msg] = []
+        self._held: dict[int, str] = {}  # stream seq -> latest ack subject, of messages we hold unacknowledged
         self._wake = asyncio.Event()
         self.subscription = await self.nc.subscribe(DELIVER_SUBJECT, queue=DELIVER_GROUP, cb=self._on_msg,
                                                     pending_msgs_limit=MAX_ACK_PENDING * 2,
@@ -86,12 +87,38 @@ class IngestWorker:
         log.info("ingest worker ready", extra={"worker": self.name, "registry_assets": count})
 
     async def _on_msg(self, msg: Msg) -> None:
+        info = ack_info(msg.reply)
+        if info is not None:
+            if info[0] in self._held:  # a redelivery of a message we still hold: keep one copy, its latest reply
+                self._held[info[0]] = msg.reply
+                return
+            self._held[info[0]] = msg.reply
         self._buffer.append(msg)
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
 
+    async def _ack(self, msg: Msg) -> None:
+        """Acknowledge (through the latest delivery's subject) and forget a message."""
+        info = ack_info(msg.reply)
+        reply = self._held.pop(info[0], msg.reply) if info is not None else msg.reply
+        if reply:
+            await self.nc.publish(reply, b"")
+
+    async def _keep_held_messages(self, stop: asyncio.Event) -> None:
+        """Tell the server every few seconds that the messages we hold are being worked on, so that a
+        slow database does not make it redeliver them (which would duplicate them in memory); if this
+        process dies, the heartbeats stop and the messages go to another worker after ACK_WAIT_S."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=ACK_WAIT_S / 2.5)
+            except asyncio.TimeoutError:
+                pass
+            for reply in list(self._held.values()):
+                await self.nc.publish(reply, b"+WPI")
+
     async def run(self, stop: asyncio.Event) -> None:
         """Commit batches until ``stop`` is set, then finish what was delivered and leave the group."""
+        heartbeat = asyncio.create_task(self._keep_held_messages(stop), name=f"{self.name}-heartbeat")
         while not stop.is_set():
             if len(self._buffer) < self.batch_size:
                 self._wake.clear()
@@ -103,6 +130,7 @@ class IngestWorker:
         await self.subscription.unsubscribe()
         while self._buffer:  # delivered to us before we left: commit them rather than wait for redelivery
             await self._take_batch()
+        await heartbeat
 
     async def _take_batch(self) -> None:
         msgs, self._buffer = self._buffer[:self.batch_size], self._buffer[self.batch_size:]
@@ -122,10 +150,7 @@ class IngestWorker:
                 return
             except (psycopg.OperationalError, psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 log.warning("batch not committed; retrying", extra={"worker": self.name, "error": str(exc)[:300]})
-                await asyncio.sleep(1.0)
-                for msg in msgs:  # keep them ours while we retry
-                    if msg.reply:
-                        await self.nc.publish(msg.reply, b"+WPI")
+                await asyncio.sleep(1.0)  # the heartbeat keeps the messages ours meanwhile
             except Exception as exc:
                 if len(msgs) > 1:
                     half = len(msgs) // 2
@@ -147,8 +172,7 @@ class IngestWorker:
             async with conn.transaction():
                 await apply_batch(conn, [], [], [letter])
         DEAD_LETTERS.labels("store_error").inc()
-        if msg.reply:
-            await self.nc.publish(msg.reply, b"")
+        await self._ack(msg)
 
     def _parse(self, msg: Msg) -> Parsed | None:
         info = ack_info(msg.reply)
@@ -224,8 +248,7 @@ class IngestWorker:
         # Committed: only now may the stream forget these messages. (An ack is an empty message to the
         # reply subject; published directly, without building each message's metadata.)
         for msg in msgs:
-            if msg.reply:
-                await self.nc.publish(msg.reply, b"")
+            await self._ack(msg)
         READINGS.inc(result.readings_inserted)
         for letter in dead:
             DEAD_LETTERS.labels(letter.reason_code).inc()
