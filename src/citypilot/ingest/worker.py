@@ -71,6 +71,9 @@ class IngestWorker:
         self.partitions = PartitionManager()
         self._last_refresh = 0.0
         self.processed = 0
+        self._buffer: list[Msg] = []
+        self._held: dict[int, str] = {}  # stream seq -> latest ack subject, of messages we hold unacknowledged
+        self._wake = asyncio.Event()
         use_fast_json()
 
     async def start(self) -> None:
@@ -78,9 +81,6 @@ class IngestWorker:
         async with self.pool.connection() as conn:
             count = await self.cache.refresh(conn)
         self._last_refresh = time.monotonic()
-        self._buffer: list[Msg] = []
-        self._held: dict[int, str] = {}  # stream seq -> latest ack subject, of messages we hold unacknowledged
-        self._wake = asyncio.Event()
         self.subscription = await self.nc.subscribe(DELIVER_SUBJECT, queue=DELIVER_GROUP, cb=self._on_msg,
                                                     pending_msgs_limit=MAX_ACK_PENDING * 2,
                                                     pending_bytes_limit=512 * 1024 * 1024)
