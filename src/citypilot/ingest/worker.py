@@ -70,7 +70,6 @@ class IngestWorker:
         self.cache = RegistryCache()
         self.partitions = PartitionManager()
         self._last_refresh = 0.0
-        self.processed = 0
         self._buffer: list[Msg] = []
         self._held: dict[int, str] = {}  # stream seq -> latest ack subject, of messages we hold unacknowledged
         self._wake = asyncio.Event()
@@ -256,7 +255,6 @@ class IngestWorker:
             await self._publish(result)
         except Exception as exc:  # committed and acknowledged: never re-run the batch for a notification
             log.warning("twin changes not published", extra={"worker": self.name, "error": f"{type(exc).__name__}: {exc}"})
-        self.processed += len(msgs)
         BATCH_SECONDS.observe(time.perf_counter() - started)
         return result
 
@@ -293,9 +291,3 @@ def ack_info(reply: str | None) -> tuple[int, int] | None:
     except ValueError:
         return None
     return None
-
-
-async def pending_messages(js: Any) -> int:
-    """Messages waiting for a worker (for /metrics and the benchmark)."""
-    info = await js.consumer_info(protocol.STREAM, protocol.CONSUMER)
-    return int(info.num_pending) + int(info.num_ack_pending)

@@ -327,12 +327,6 @@ async def list_assets(conn: psycopg.AsyncConnection, flt: AssetFilter, *, cursor
     return rows, next_cursor
 
 
-async def count_assets(conn: psycopg.AsyncConnection, flt: AssetFilter) -> int:
-    where, params = flt.where()
-    row = await (await conn.execute(f"SELECT count(*) FROM assets WHERE {where}", params)).fetchone()
-    return int(row[0]) if row else 0
-
-
 async def stream_assets(conn: psycopg.AsyncConnection, flt: AssetFilter, batch: int = 2000) -> AsyncIterator[dict[str, Any]]:
     """Every matching asset in list order, fetched in pages (for exports)."""
     cursor: Cursor | None = None
