@@ -218,6 +218,11 @@ def test_health_readiness_and_metrics(app_client):
     metrics = app_client.get("/metrics")
     assert metrics.status_code == 200
     assert 'citypilot_http_requests_total{method="GET",route="/api/v1/kinds",status="401"}' in metrics.text
+    # The ingest stream's state, for alerting before it fills up.
+    gauges = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.text.splitlines()
+              if line.startswith(("citypilot_ingest_stream_", "citypilot_ingest_backlog"))}
+    assert gauges["citypilot_ingest_stream_max_bytes"] == app_client.app.state.context.config.ingest_stream_max_bytes
+    assert gauges["citypilot_ingest_stream_bytes"] >= 0 and gauges["citypilot_ingest_backlog_messages"] >= 0
 
 
 def test_role_change_applies_to_open_sessions_at_once(app_client, auth):

@@ -6,7 +6,7 @@ import asyncio
 import hmac
 
 from fastapi import APIRouter, Depends, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from starlette.responses import JSONResponse, Response
 
 from ..context import AppContext, get_context
@@ -54,6 +54,30 @@ async def readyz(context: AppContext = Depends(get_context)) -> JSONResponse:
                         status_code=200 if ready else 503)
 
 
+STREAM_BYTES = Gauge("citypilot_ingest_stream_bytes", "Bytes held by the ingest stream (messages not yet applied)")
+STREAM_MAX_BYTES = Gauge("citypilot_ingest_stream_max_bytes", "The ingest stream's limit: MQTT messages past it are lost")
+BACKLOG = Gauge("citypilot_ingest_backlog_messages", "Messages waiting for, or held by, the ingest workers")
+
+
+async def _update_stream_gauges(context: AppContext) -> None:
+    """Read the ingest stream's state at scrape time, so that any process serving /metrics reports it:
+    alert well before the stream is full (the broker acknowledges MQTT messages it then cannot keep)."""
+    from citypilot.ingest import protocol
+
+    if context.nats is None or not context.nats.is_connected:
+        return
+    try:
+        async with asyncio.timeout(1):
+            js = context.nats.jetstream()
+            stream = await js.stream_info(protocol.STREAM)
+            consumer = await js.consumer_info(protocol.STREAM, protocol.CONSUMER)
+    except Exception:  # metrics must answer even when NATS does not
+        return
+    STREAM_BYTES.set(stream.state.bytes)
+    STREAM_MAX_BYTES.set(stream.config.max_bytes or 0)
+    BACKLOG.set(consumer.num_pending + consumer.num_ack_pending)
+
+
 @router.get("/metrics", dependencies=[PUBLIC], summary="Prometheus metrics",
             description="Public unless CITYPILOT_METRICS_TOKEN is set; then send it as a bearer token.")
 async def metrics(request: Request, context: AppContext = Depends(get_context)) -> Response:
@@ -62,4 +86,5 @@ async def metrics(request: Request, context: AppContext = Depends(get_context)) 
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
             raise Problem(401, "metrics require the metrics token", headers={"WWW-Authenticate": "Bearer"})
+    await _update_stream_gauges(context)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
