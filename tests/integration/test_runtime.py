@@ -60,6 +60,11 @@ def _wait_ready(port: int, process: subprocess.Popen, timeout: float) -> float:
     raise AssertionError(f"/readyz did not answer 200 within {timeout} s")
 
 
+def _serve(env: dict[str, str]) -> subprocess.Popen:
+    """A real `citypilot serve` process (its output kept for failure messages)."""
+    return subprocess.Popen([CITYPILOT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 def _stop(process: subprocess.Popen, sig: int) -> int:
     process.send_signal(sig)
     try:
@@ -73,7 +78,7 @@ def _stop(process: subprocess.Popen, sig: int) -> int:
 def test_serve_on_embedded_defaults_is_ready_fast_stops_cleanly_and_reuses_its_data(tmp_path):
     env = _env(embedded_environ(tmp_path / "data"))
     port = int(env["CITYPILOT_HTTP_PORT"])
-    serve = subprocess.Popen([CITYPILOT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    serve = _serve(env)
     try:
         elapsed = _wait_ready(port, serve, timeout=15)
         assert elapsed < 15
@@ -88,7 +93,7 @@ def test_serve_on_embedded_defaults_is_ready_fast_stops_cleanly_and_reuses_its_d
     assert _processes_using(tmp_path / "data") == [], "embedded servers left running after SIGTERM"
 
     # Second start: same data, the account is still there; Ctrl-C (SIGINT) stops it as cleanly.
-    serve = subprocess.Popen([CITYPILOT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    serve = _serve(env)
     try:
         _wait_ready(port, serve, timeout=15)
         login = httpx.post(f"http://127.0.0.1:{port}/api/v1/auth/login", json={"username": "chief", "password": PASSWORD})
@@ -104,11 +109,11 @@ def test_serve_recovers_from_a_killed_previous_run(tmp_path):
     """After SIGKILL (no cleanup at all), the next start still works and stops everything."""
     env = _env(embedded_environ(tmp_path / "data"))
     port = int(env["CITYPILOT_HTTP_PORT"])
-    serve = subprocess.Popen([CITYPILOT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    serve = _serve(env)
     _wait_ready(port, serve, timeout=15)
     serve.kill()
     serve.wait()
-    serve = subprocess.Popen([CITYPILOT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    serve = _serve(env)
     try:
         _wait_ready(port, serve, timeout=20)
     finally:
@@ -279,7 +284,7 @@ def test_import_benchmark_runs_on_a_throwaway_database_and_checks_idempotence(tm
 def test_a_second_serve_on_the_same_data_directory_is_refused_and_the_first_keeps_running(tmp_path):
     env = _env(embedded_environ(tmp_path / "data"))
     port = int(env["CITYPILOT_HTTP_PORT"])
-    first = subprocess.Popen([CITYPILOT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = _serve(env)
     try:
         _wait_ready(port, first, timeout=15)
         second = _run(["serve", "--port", str(free_port())], env)

@@ -7,11 +7,10 @@ and the NATS connection against endpoints that ``Infrastructure`` brought up bef
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 from fastapi import FastAPI
 from prometheus_client import Counter, Histogram

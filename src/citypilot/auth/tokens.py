@@ -51,12 +51,13 @@ def load_or_create_secret(configured: str | None, data_dir: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    fd_path = path.with_suffix(".tmp")
-    fd_path.write_text(key)
-    fd_path.chmod(0o600)
-    try:
-        fd_path.rename(path) if not path.exists() else fd_path.unlink()
-    except OSError:
-        pass
+    # Written aside then renamed, so that a reader never sees half a key; if another process created
+    # the key meanwhile, its key wins and ours is discarded.
+    tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
+    tmp.write_text(secrets.token_urlsafe(48))
+    tmp.chmod(0o600)
+    if path.exists():
+        tmp.unlink()
+    else:
+        tmp.rename(path)
     return path.read_text().strip()

@@ -14,7 +14,6 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 import psycopg
