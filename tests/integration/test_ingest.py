@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from citypilot.ingest import protocol
+from citypilot.runtime.embedded_nats import mqtt_login
 
 from .conftest import eventually, iso, reading, utcnow
 
@@ -47,11 +48,14 @@ def require_mqtt(stack: Any) -> None:
 
 
 async def gmqtt_publish(port: int, items: list[tuple[str, bytes]]) -> None:
-    """Publish at QoS 1 with gmqtt (MQTT 3.1.1) and return once the broker acknowledged every message."""
+    """Publish at QoS 1 with gmqtt (MQTT 3.1.1) and return once the broker acknowledged every message.
+    Logged in as citypilot's internal user: these tests are about the pipeline (devices logging in
+    with their own credentials: test_mqtt_auth.py)."""
     import gmqtt
     from gmqtt.mqtt.constants import MQTTv311
 
     client = gmqtt.Client(f"citypilot-test-{uuid.uuid4().hex[:8]}")
+    client.set_auth_credentials(*mqtt_login(port))
     await client.connect("127.0.0.1", port, version=MQTTv311, keepalive=30)
     try:
         for topic, payload in items:
@@ -62,8 +66,9 @@ async def gmqtt_publish(port: int, items: list[tuple[str, bytes]]) -> None:
 
 
 def mosquitto_pub(port: int, topic: str, *args: str) -> None:
+    user, password = mqtt_login(port)
     done = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-t", topic,
-                           "-i", f"citypilot-test-{uuid.uuid4().hex[:8]}", *args],
+                           "-i", f"citypilot-test-{uuid.uuid4().hex[:8]}", "-u", user, "-P", password, *args],
                           capture_output=True, text=True, timeout=20)
     assert done.returncode == 0, done.stderr
 

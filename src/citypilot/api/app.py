@@ -155,6 +155,13 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
                                            "embedded_nats": endpoints.embedded_nats})
         async with pool.connection() as conn:
             await purge_expired_sessions(conn)
+        broker_users = None
+        if endpoints.nats_server is not None:  # this process started the embedded broker: it keeps its users
+            from citypilot.runtime.broker_sync import BrokerUserSync
+
+            broker_users = BrokerUserSync(endpoints.database_url, pool, endpoints.nats_server)
+            await broker_users.start()
+            app.state.context.broker_users = broker_users
         ingest = None
         if nc is not None:
             from citypilot.ingest.service import IngestService
@@ -173,6 +180,8 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
         finally:
             if ingest is not None:
                 await ingest.stop()
+            if broker_users is not None:
+                await broker_users.stop()
             if nc is not None:
                 try:  # ingest has acknowledged its batches: flush what is buffered, then close
                     await nc.flush(timeout=2)

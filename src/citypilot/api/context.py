@@ -23,6 +23,7 @@ class AppContext:
     communes: Communes
     secret_key: str
     nats: Any = None  # nats.aio.client.Client when connected
+    broker_users: Any = None  # runtime.broker_sync.BrokerUserSync when this process owns the embedded broker
     extra: dict[str, Any] = field(default_factory=dict)
 
 

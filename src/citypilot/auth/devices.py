@@ -1,8 +1,10 @@
-"""Credentials of devices and gateways (HTTP ingest today, MQTT later).
+"""Credentials of devices and gateways: the HTTP ingest endpoint and the MQTT device endpoint.
 
-A credential is ``cpd_<id>_<secret>``: the id finds it, the secret proves it. Only a SHA-256 of the
-secret is stored. That is enough for a 256-bit random secret (a slow password hash protects
-guessable human passwords, and would cost every ingest request 50 ms). Shown once, when issued.
+A credential is ``cpd_<id>_<secret>``: the id finds it, the secret proves it. Shown once, when issued.
+Only hashes are stored. For HTTP, a SHA-256 of the secret: enough for a 256-bit random secret (a slow
+password hash protects guessable human passwords, and would cost every ingest request 50 ms). For
+MQTT, where the broker checks the password itself, a bcrypt hash of the whole token (nats-server
+knows no other hash): on MQTT the user name is ``cpd_<id>`` and the password the whole token.
 """
 
 from __future__ import annotations
@@ -13,10 +15,18 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+import bcrypt
 import psycopg
 from psycopg.rows import dict_row
 
 PREFIX = "cpd_"
+
+# bcrypt's lowest cost (2^4 rounds, ~1 ms here). A slow hash protects guessable passwords; these tokens
+# carry a 256-bit random secret that no hashing speed makes guessable. What the cost does buy is broker
+# CPU: nats-server verifies the bcrypt hash at every CONNECT, and again for every connected client at
+# every configuration reload. When a city's 34,000 lights reconnect together after a power cut, cost 4
+# is ~34 CPU-seconds of broker work; bcrypt's usual cost 10 would be ~35 minutes.
+BCRYPT_COST = 4
 
 
 @dataclass(frozen=True)
@@ -29,13 +39,26 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def mqtt_username(credential_id: str) -> str:
+    """A credential's user name on the MQTT device endpoint: the token's public part."""
+    return f"{PREFIX}{credential_id}"
+
+
+def mqtt_password_hash(token: str) -> str:
+    """bcrypt hash of a whole token (60 bytes, under bcrypt's 72-byte limit). nats-server accepts the
+    ``$2b$`` prefix Python's bcrypt writes (checked against nats-server 2.15)."""
+    return bcrypt.hashpw(token.encode(), bcrypt.gensalt(BCRYPT_COST)).decode()
+
+
 async def issue(conn: psycopg.AsyncConnection, device_id: str, created_by: str) -> tuple[str, str]:
     """(credential id, full token). The token is not stored and cannot be shown again."""
     credential_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
-    await conn.execute("INSERT INTO device_credentials (id, device_id, secret_hash, created_by) VALUES (%s, %s, %s, %s)",
-                       (credential_id, device_id, _hash(secret), created_by))
-    return credential_id, f"{PREFIX}{credential_id}_{secret}"
+    token = f"{PREFIX}{credential_id}_{secret}"
+    await conn.execute("INSERT INTO device_credentials (id, device_id, secret_hash, mqtt_password_hash, created_by) "
+                       "VALUES (%s, %s, %s, %s, %s)",
+                       (credential_id, device_id, _hash(secret), mqtt_password_hash(token), created_by))
+    return credential_id, token
 
 
 async def verify(conn: psycopg.AsyncConnection, token: str) -> DeviceIdentity | None:
@@ -58,8 +81,9 @@ async def revoke(conn: psycopg.AsyncConnection, device_id: str, credential_id: s
 
 async def list_for(conn: psycopg.AsyncConnection, device_id: str) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute("SELECT id, created_at, created_by, revoked_at FROM device_credentials WHERE device_id = %s "
-                          "ORDER BY created_at", (device_id,))
+        await cur.execute("SELECT id, %s || id AS mqtt_username, mqtt_password_hash IS NOT NULL AS mqtt, created_at, "
+                          "created_by, revoked_at FROM device_credentials WHERE device_id = %s ORDER BY created_at",
+                          (PREFIX, device_id))
         rows = await cur.fetchall()
     for row in rows:
         for key in ("created_at", "revoked_at"):

@@ -40,6 +40,7 @@ from citypilot.geo.communes import metropole
 from citypilot.ingest import protocol
 from citypilot.ingest.stream import ensure_stream
 from citypilot.registry import service
+from citypilot.runtime.embedded_nats import mqtt_login
 from citypilot.runtime.infrastructure import Infrastructure
 from citypilot.runtime.ports import free_port
 
@@ -79,6 +80,7 @@ async def _publish(mqtt_port: int, jobs: list[list[tuple[str, bytes | None, str 
     clients = []
     for index in range(len(jobs)):
         client = gmqtt.Client(f"bench-{os.getpid()}-{index}-{time.monotonic_ns()}")
+        client.set_auth_credentials(*mqtt_login(mqtt_port))  # citypilot's internal user on the embedded broker
         await client.connect("127.0.0.1", mqtt_port, keepalive=60, version=MQTTv311)  # NATS speaks 3.1.1 only
         clients.append(client)
     per_client_rate = rate / len(jobs) if rate else 0.0

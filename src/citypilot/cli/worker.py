@@ -21,6 +21,7 @@ from citypilot.config import Config
 from citypilot.equipment.catalog import default_catalog
 from citypilot.geo.communes import metropole
 from citypilot.runtime.errors import StartupError
+from citypilot.runtime.infrastructure import nats_url_for
 
 from .common import database, fail
 
@@ -53,7 +54,7 @@ async def _serve_workers(config: Config, database_url: str, nats_url: str, count
 
 
 def run_workers(config: Config, count: int) -> None:
-    nats_url = config.nats_url or f"nats://{config.nats_host}:{config.nats_port}"
+    nats_url = nats_url_for(config)
     with database(config) as url:
         try:
             asyncio.run(_serve_workers(config, url, nats_url, count))

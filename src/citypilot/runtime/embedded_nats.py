@@ -2,24 +2,51 @@
 
 citypilot writes the server's configuration itself, so that the ports, the JetStream store (inside the
 data directory) and the MQTT device endpoint always agree with ``citypilot config``.
+
+Nobody connects anonymously. citypilot's own processes (serve, ``citypilot worker``, benchmarks,
+tests) log in as the internal user ``citypilot``, whose password is generated once and kept in
+``<data dir>/nats/internal-secret`` (mode 600); ``client_url`` is the one place that puts it in a
+URL. Devices log in with their credentials (``auth/broker_users.py``); the process that started the
+server rewrites that list and reloads the server when it changes (``apply_device_users``).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
+
+import bcrypt
+
+from citypilot.auth.broker_users import BrokerUser
+from citypilot.auth.devices import BCRYPT_COST
 
 from .errors import StartupError
 from .ports import port_is_free
 
 START_TIMEOUT_S = 10.0
+RELOAD_TIMEOUT_S = 30.0  # the server re-checks every connected client's password at a reload (~1 ms each)
+INTERNAL_USER = "citypilot"
+INTERNAL_SECRET_FILE = "internal-secret"
+# Every value written between quotes in the configuration: user names, bcrypt hashes, subjects.
+_CONFIG_VALUE = re.compile(r"^[A-Za-z0-9_.$/>*-]+$")
+# Internal logins of the servers this process started, by MQTT port: for the process's own MQTT
+# clients (the ingest benchmark's publishers) that know the port and nothing else.
+_STARTED_HERE: dict[int, tuple[str, str]] = {}
+
+
+class BrokerReloadError(RuntimeError):
+    """The embedded server did not take its new configuration (it keeps the previous one)."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +70,76 @@ def find_nats_server() -> Path:
                        "or set CITYPILOT_NATS_URL to an external NATS server.")
 
 
-def render_config(ports: NatsPorts, store_dir: Path) -> str:
-    """nats-server configuration: JetStream with its store in the data directory, MQTT for devices."""
+def internal_secret(data_dir: Path) -> str:
+    """The internal user's password, generated at first use and kept (mode 600) in the data directory."""
+    path = data_dir / "nats" / INTERNAL_SECRET_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written aside, then linked into place: a reader never sees half a secret, and when two processes
+    # create it at once, the first link wins and the other reads it.
+    tmp = path.with_name(f".{INTERNAL_SECRET_FILE}.{secrets.token_hex(4)}")
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(secrets.token_urlsafe(32))
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_text().strip()
+
+
+def internal_login(data_dir: Path) -> tuple[str, str]:
+    """(user, password) of citypilot's own processes on the embedded server of ``data_dir``."""
+    return INTERNAL_USER, internal_secret(data_dir)
+
+
+def client_url(host: str, port: int, data_dir: Path) -> str:
+    """URL of the embedded server's client port, logged in as the internal user. Print it masked
+    (``config.mask_url``): it carries the password."""
+    user, password = internal_login(data_dir)
+    return f"nats://{user}:{password}@{host}:{port}"
+
+
+def mqtt_login(mqtt_port: int) -> tuple[str, str]:
+    """The internal login on the MQTT listener at ``mqtt_port`` of an embedded server this process started."""
+    try:
+        return _STARTED_HERE[mqtt_port]
+    except KeyError:
+        raise LookupError(f"this process started no embedded NATS server with MQTT on port {mqtt_port}") from None
+
+
+def _quoted(value: str) -> str:
+    if not _CONFIG_VALUE.match(value):
+        raise ValueError(f"not written into the broker configuration: {value!r}")
+    return f'"{value}"'
+
+
+def _permission(subjects: tuple[str, ...]) -> str:
+    return "{ allow: [" + ", ".join(_quoted(s) for s in subjects) + "] }"
+
+
+def render_users(internal_password_hash: str, device_users: Sequence[BrokerUser]) -> list[str]:
+    """The ``authorization`` block: the internal user, unrestricted, then one user per device
+    credential. No ``no_auth_user``: a connection without a known user and password is refused."""
+    lines = ["authorization {", "  users = [",
+             f"    {{ user: {_quoted(INTERNAL_USER)}, password: {_quoted(internal_password_hash)} }}"]
+    for user in device_users:
+        if user.username == INTERNAL_USER or user.publish is None or user.subscribe is None:
+            raise ValueError(f"a device user must be restricted and not named {INTERNAL_USER!r}: {user.username!r}")
+        lines.append(f"    {{ user: {_quoted(user.username)}, password: {_quoted(user.password_hash)}, permissions: "
+                     f"{{ publish: {_permission(user.publish)}, subscribe: {_permission(user.subscribe)} }} }}")
+    return lines + ["  ]", "}"]
+
+
+def render_config(ports: NatsPorts, store_dir: Path, internal_password_hash: str,
+                  device_users: Sequence[BrokerUser] = ()) -> str:
+    """nats-server configuration: JetStream with its store in the data directory, MQTT for devices,
+    and who may connect."""
     lines = [
         "# Written by citypilot at each start: edit citypilot's settings, not this file.",
         "server_name: citypilot",
@@ -63,23 +158,29 @@ def render_config(ports: NatsPorts, store_dir: Path) -> str:
         f'  listen: "{ports.mqtt_host}:{ports.mqtt}"',
         "}",
     ]
+    lines += render_users(internal_password_hash, device_users)
     return "\n".join(lines) + "\n"
 
 
 class EmbeddedNats:
     """Starts nats-server as a child process and stops it on ``stop()``."""
 
-    def __init__(self, data_dir: Path, ports: NatsPorts) -> None:
+    def __init__(self, data_dir: Path, ports: NatsPorts, device_users: Sequence[BrokerUser] = ()) -> None:
+        self.data_dir = data_dir
         self.dir = data_dir / "nats"
         self.ports = ports
         self.pid_file = self.dir / "nats-server.pid"
         self.log_file = self.dir / "nats-server.log"
         self.config_file = self.dir / "nats-server.conf"
         self._process: subprocess.Popen[bytes] | None = None
+        self._device_users = tuple(device_users)
+        self._internal_hash = ""
+        self._reload_lock = threading.Lock()
 
     @property
     def url(self) -> str:
-        return f"nats://{self.ports.host}:{self.ports.client}"
+        """The client URL, with the internal user's password in it."""
+        return client_url(self.ports.host, self.ports.client, self.data_dir)
 
     @property
     def mqtt_url(self) -> str:
@@ -90,7 +191,9 @@ class EmbeddedNats:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._stop_leftover()
         self._check_ports()
-        self.config_file.write_text(render_config(self.ports, self.dir / "jetstream"))
+        login = internal_login(self.data_dir)
+        self._internal_hash = bcrypt.hashpw(login[1].encode(), bcrypt.gensalt(BCRYPT_COST)).decode()
+        self._write_config()
         with self.log_file.open("ab") as log:
             self._process = subprocess.Popen(
                 [str(binary), "-c", str(self.config_file)],
@@ -99,7 +202,59 @@ class EmbeddedNats:
             )
         self.pid_file.write_text(str(self._process.pid))
         self._wait_ready()
+        _STARTED_HERE[self.ports.mqtt] = login
         return self.url
+
+    @property
+    def device_users(self) -> tuple[BrokerUser, ...]:
+        return self._device_users
+
+    def apply_device_users(self, users: Sequence[BrokerUser]) -> bool:
+        """Make ``users`` the devices allowed to connect, and return once the running server has
+        reloaded (False if they already were). The server disconnects a client whose user is gone."""
+        users = tuple(users)
+        with self._reload_lock:
+            if users == self._device_users:
+                return False
+            if self._process is None or self._process.poll() is not None:
+                raise BrokerReloadError("the embedded NATS server is not running")
+            previous, self._device_users = self._device_users, users
+            try:
+                self._write_config()
+                self._reload()
+            except BaseException:
+                self._device_users = previous
+                raise
+            return True
+
+    def _write_config(self) -> None:
+        """Write the configuration aside (mode 600), then rename it: the server never reads half a file."""
+        text = render_config(self.ports, self.dir / "jetstream", self._internal_hash, self._device_users)
+        tmp = self.config_file.with_name(f".{self.config_file.name}.{secrets.token_hex(4)}")
+        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(text)
+        os.replace(tmp, self.config_file)
+
+    def _reload(self) -> None:
+        """SIGHUP, then wait for the server's log to say it reloaded (or why it could not)."""
+        assert self._process is not None
+        offset = self.log_file.stat().st_size
+        self._process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + RELOAD_TIMEOUT_S
+        while time.monotonic() < deadline:
+            with self.log_file.open("rb") as log:
+                log.seek(offset)
+                text = log.read().decode(errors="replace")
+            if "Reloaded server configuration" in text:
+                return
+            failed = next((line for line in text.splitlines() if "Failed to reload" in line), None)
+            if failed:
+                raise BrokerReloadError(f"the embedded NATS server kept its previous configuration: {failed}")
+            if self._process.poll() is not None:
+                raise BrokerReloadError(f"the embedded NATS server exited (code {self._process.returncode})")
+            time.sleep(0.01)
+        raise BrokerReloadError(f"the embedded NATS server did not reload within {RELOAD_TIMEOUT_S:.0f} s")
 
     def _check_ports(self) -> None:
         named = [("client", self.ports.host, self.ports.client, "CITYPILOT_NATS_PORT"),
@@ -155,6 +310,7 @@ class EmbeddedNats:
         process, self._process = self._process, None
         if process is None:
             return
+        _STARTED_HERE.pop(self.ports.mqtt, None)
         if process.poll() is None:
             process.terminate()
             try:

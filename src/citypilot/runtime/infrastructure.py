@@ -8,14 +8,15 @@ starts the private servers first. It also applies the schema migrations. Failure
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 
+from citypilot.auth.broker_users import load_device_users
 from citypilot.config import Config, mask_url
 from citypilot.db.migrations import MigrationError, migrate
 
-from .embedded_nats import EmbeddedNats, NatsPorts
+from .embedded_nats import EmbeddedNats, NatsPorts, client_url
 from .embedded_postgres import EmbeddedPostgres
 from .errors import StartupError
 from .lock import DataDirLock
@@ -26,10 +27,21 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Endpoints:
     database_url: str
-    nats_url: str | None
+    nats_url: str | None  # with the embedded server, carries the internal user's password: print it masked
     mqtt_url: str | None
     embedded_database: bool
     embedded_nats: bool
+    # The embedded nats-server when this process started it: the one that keeps its device users
+    # up to date. None with an external NATS.
+    nats_server: EmbeddedNats | None = field(default=None, compare=False, repr=False)
+
+
+def nats_url_for(config: Config) -> str:
+    """The NATS URL a citypilot process connects to: the configured one, or the embedded server's
+    (started by ``citypilot serve``), logged in as citypilot's internal user."""
+    if config.nats_url is not None:
+        return config.nats_url
+    return client_url(config.nats_host, config.nats_port, config.data_dir)
 
 
 def check_database(url: str, embedded: bool) -> None:
@@ -91,15 +103,22 @@ class Infrastructure:
         nats_url = mqtt_url = None
         if self.with_nats:
             if config.embedded_nats:
+                try:  # devices can connect as soon as the MQTT port opens
+                    device_users = load_device_users(database_url)
+                except psycopg.Error as exc:
+                    raise StartupError(f"cannot read the device credentials: {str(exc).strip()}") from None
                 self._nats = EmbeddedNats(config.data_dir, NatsPorts(config.nats_host, config.nats_port, config.mqtt_port,
-                                                                     config.nats_monitor_port, config.mqtt_host))
+                                                                     config.nats_monitor_port, config.mqtt_host),
+                                          device_users)
                 nats_url = self._nats.start()
                 mqtt_url = self._nats.mqtt_url
-                log.info("embedded NATS ready", extra={"nats": nats_url, "mqtt": mqtt_url})
+                log.info("embedded NATS ready", extra={"nats": mask_url(nats_url), "mqtt": mqtt_url,
+                                                       "device_users": len(device_users)})
             else:
                 nats_url = config.nats_url
                 mqtt_url = config.mqtt_url
-        self.endpoints = Endpoints(database_url, nats_url, mqtt_url, config.embedded_database, config.embedded_nats)
+        self.endpoints = Endpoints(database_url, nats_url, mqtt_url, config.embedded_database, config.embedded_nats,
+                                   self._nats)
         return self.endpoints
 
     def stop(self) -> None:

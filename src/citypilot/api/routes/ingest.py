@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import logging
 from typing import Any
 
 import msgspec
@@ -24,6 +25,7 @@ from ..problems import Problem
 from ..responses import FastJSONResponse
 from ..security import allow, allow_device
 
+log = logging.getLogger("citypilot.broker")
 router = APIRouter(prefix="/api/v1", tags=["ingestion"])
 MAX_HTTP_MESSAGES = 1000
 DEAD_LETTER_READERS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.OPERATOR, Role.POLICE})
@@ -126,8 +128,22 @@ async def list_dead_letters(
     return FastJSONResponse({"items": items, "next_cursor": next_cursor})
 
 
+async def _update_broker(context: AppContext) -> None:
+    """With the embedded broker, wait until it knows the change, so that the answer means it is done.
+    (The database's notification would bring it there too: this only waits for it.)"""
+    if context.broker_users is None:
+        return
+    try:
+        await context.broker_users.refresh()
+    except Exception as exc:  # the database is the reference: the broker catches up at its next refresh
+        log.error("the MQTT broker's device users could not be updated",
+                  extra={"error": f"{type(exc).__name__}: {exc}"})
+
+
 @router.post("/assets/{asset_id}/credentials", status_code=201,
-             summary="Issue a device credential (shown once) for the HTTP ingest endpoint")
+             summary="Issue a device credential (shown once) for the HTTP ingest and MQTT device endpoints",
+             description="MQTT: user name `mqtt_username`, password the whole `token`. With the embedded broker, "
+                         "the credential works on MQTT when this answer arrives.")
 async def issue_credential(asset_id: str, principal: Principal = allow(CREDENTIAL_ADMINS),
                            context: AppContext = Depends(get_context)) -> dict[str, Any]:
     async with context.pool.connection() as conn:
@@ -135,7 +151,9 @@ async def issue_credential(asset_id: str, principal: Principal = allow(CREDENTIA
         if asset["status"] == "retired":
             raise Problem(409, f"{asset_id} is retired")
         credential_id, token = await devices.issue(conn, asset_id, principal.username)
+    await _update_broker(context)
     return {"device": asset_id, "credential_id": credential_id, "token": token,
+            "mqtt_username": devices.mqtt_username(credential_id),
             "note": "keep the token now: it is not stored and cannot be shown again"}
 
 
@@ -147,10 +165,13 @@ async def list_credentials(asset_id: str, principal: Principal = allow(CREDENTIA
         return await devices.list_for(conn, asset_id)
 
 
-@router.delete("/assets/{asset_id}/credentials/{credential_id}", status_code=204, summary="Revoke a device credential")
+@router.delete("/assets/{asset_id}/credentials/{credential_id}", status_code=204, summary="Revoke a device credential",
+               description="With the embedded broker, a device connected over MQTT with this credential is "
+                           "disconnected, and refused from then on, when this answer arrives.")
 async def revoke_credential(asset_id: str, credential_id: str, principal: Principal = allow(CREDENTIAL_ADMINS),
                             context: AppContext = Depends(get_context)) -> None:
     async with context.pool.connection() as conn:
         if not await devices.revoke(conn, asset_id, credential_id):
             raise Problem(404, f"no active credential {credential_id!r} for {asset_id!r}")
+    await _update_broker(context)
 

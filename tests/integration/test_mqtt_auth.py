@@ -1,0 +1,255 @@
+"""The MQTT device endpoint is authenticated: each device logs in with its own credential and may only
+speak on its own topics; the broker learns of issued, revoked and retired credentials while serving.
+
+Real clients (gmqtt and Debian's ``mosquitto_pub``, MQTT 3.1.1) against the embedded nats-server that
+the ``stack`` fixture started in this process. The external NATS of the test machine has no MQTT
+listener, and citypilot does not manage its users (docs/administration/production.md): embedded only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import subprocess
+import uuid
+from typing import Any
+
+import pytest
+
+from citypilot.ingest import protocol
+from citypilot.runtime.embedded_nats import mqtt_login
+
+from .conftest import eventually, reading, utcnow
+
+pytestmark = pytest.mark.integration
+NOT_AUTHORISED = 5  # MQTT 3.1.1 CONNACK return code
+
+
+@pytest.fixture(autouse=True)
+def embedded_only(stack: Any) -> None:
+    if stack.backend != "embedded":
+        pytest.skip("the external NATS (127.0.0.1:4222) has no MQTT listener, and its users are its operator's")
+
+
+async def mqtt_connect(port: int, username: str | None, password: str | None) -> Any:
+    """A gmqtt client (MQTT 3.1.1, no automatic reconnection) logged in as ``username``; raises
+    gmqtt's MQTTConnectError when the broker refuses the login."""
+    import gmqtt
+    from gmqtt.mqtt.constants import MQTTv311
+
+    client = gmqtt.Client(f"citypilot-test-{uuid.uuid4().hex[:8]}")
+    client.set_config({"reconnect_retries": 0})
+    client.disconnected = asyncio.Event()
+    client.on_disconnect = lambda *args: client.disconnected.set()
+    if username is not None:
+        client.set_auth_credentials(username, password)
+    await client.connect("127.0.0.1", port, version=MQTTv311, keepalive=30)
+    return client
+
+
+async def refused_code(port: int, username: str | None, password: str | None) -> int | None:
+    """The CONNACK refusal code of a login, None if it was accepted."""
+    from gmqtt.mqtt.handler import MQTTConnectError
+
+    try:
+        client = await mqtt_connect(port, username, password)
+    except MQTTConnectError as exc:
+        return exc._code
+    await client.disconnect()
+    return None
+
+
+async def publish_acknowledged(client: Any, items: list[tuple[str, bytes]]) -> None:
+    for topic, payload in items:
+        client.publish(topic, payload, qos=1)
+    await asyncio.wait_for(client._persistent_storage.wait_empty(), 10)  # every PUBACK received
+
+
+def mosquitto_pub(port: int, topic: str, message: bytes, *login: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-t", topic,
+                           "-i", f"citypilot-test-{uuid.uuid4().hex[:8]}", "-m", message.decode(), *login],
+                          capture_output=True, text=True, timeout=20)
+
+
+def broker_log(stack: Any) -> str:
+    return (stack.config.data_dir / "nats" / "nats-server.log").read_text(errors="replace")
+
+
+def test_a_device_logs_in_with_its_credential_and_its_readings_reach_the_twin(city, stack):
+    """Issued while serve runs, the credential works at once (no restart), with gmqtt and mosquitto_pub."""
+    light, cabinet = city.import_assets({"id": "SL-1", "kind": "street_light"},
+                                        {"id": "CAB-1", "kind": "lighting_cabinet"})
+    credential_id, token = city.credential(light)
+    username = f"cpd_{credential_id}"
+    assert token.startswith(username + "_")
+    port, ts = stack.config.mqtt_port, utcnow().replace(microsecond=0)
+
+    async def device() -> None:
+        client = await mqtt_connect(port, username, token)
+        try:
+            await publish_acknowledged(client, [(protocol.topic(light, "telemetry"), reading(ts, power_w=31.5))])
+        finally:
+            await client.disconnect()
+
+    asyncio.run(device())
+    city.wait_state(light, lambda s: s["values"].get("power_w") == 31.5, "the device's own reading")
+
+    done = mosquitto_pub(port, protocol.topic(light, "telemetry"), reading(ts + dt.timedelta(seconds=1), power_w=32.0),
+                         "-u", username, "-P", token)
+    assert done.returncode == 0, done.stderr
+    city.wait_state(light, lambda s: s["values"].get("power_w") == 32.0, "mosquitto_pub's reading")
+
+    # The same token is the login of one device only: under another credential's name it is refused.
+    cabinet_id, _ = city.credential(cabinet)
+    assert asyncio.run(refused_code(port, f"cpd_{cabinet_id}", token)) == NOT_AUTHORISED
+
+
+def test_a_device_cannot_speak_for_another_device(city, stack):
+    """Publishing on another device's topic: the broker drops the message (it still answers PUBACK at
+    QoS 1 and keeps the connection open), so nothing of it enters the stream or reaches the twin; it
+    logs a 'Publish Violation'. Subscribing to another device's command topic is refused in the SUBACK
+    (0x80); the device's own command topic is granted and delivers."""
+    import nats
+
+    mine, other = city.import_assets({"id": "SL-1", "kind": "street_light"}, {"id": "SL-2", "kind": "street_light"})
+    credential_id, token = city.credential(mine)
+    port, ts = stack.config.mqtt_port, utcnow().replace(microsecond=0)
+
+    async def scenario() -> tuple[list[str], dict[int, tuple[int, ...]], list[bytes], bool]:
+        nc = await nats.connect(stack.endpoints.nats_url)
+        seen: list[str] = []
+
+        async def on_message(msg: Any) -> None:
+            if msg.subject.split(".")[2] in (mine, other):
+                seen.append(msg.subject)
+
+        await nc.subscribe(f"{protocol.SUBJECT_ROOT}.>", cb=on_message)
+        await nc.flush()
+        client = await mqtt_connect(port, f"cpd_{credential_id}", token)
+        granted: dict[int, tuple[int, ...]] = {}
+        commands: list[bytes] = []
+        client.on_subscribe = lambda _client, mid, qos, _props: granted.__setitem__(mid, qos)
+        client.on_message = lambda _client, _topic, payload, _qos, _props: commands.append(payload) or 0
+        try:
+            # The other device's topic first, then its own: the broker forwards a connection's messages
+            # in order, so once the second is seen on the bus, the first would have been seen before it.
+            await publish_acknowledged(client, [(protocol.topic(other, "telemetry"), reading(ts, power_w=99.0)),
+                                                (protocol.topic(mine, "telemetry"), reading(ts, power_w=12.0))])
+            still_connected = client.is_connected
+            for _ in range(100):
+                if protocol.subject(mine, "telemetry") in seen:
+                    break
+                await asyncio.sleep(0.05)
+            own_mid = client.subscribe(protocol.COMMAND_TOPIC.format(device=mine), qos=1)
+            other_mid = client.subscribe(protocol.COMMAND_TOPIC.format(device=other), qos=1)
+            for _ in range(100):
+                if own_mid in granted and other_mid in granted:
+                    break
+                await asyncio.sleep(0.05)
+            await nc.publish(protocol.COMMAND_TOPIC.format(device=mine).replace("/", "."), b'{"command": "mine"}')
+            await nc.publish(protocol.COMMAND_TOPIC.format(device=other).replace("/", "."), b'{"command": "other"}')
+            await nc.flush()
+            for _ in range(100):
+                if commands:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)  # a command for the other device would have come by now
+            return seen, {0: granted.get(own_mid, ()), 1: granted.get(other_mid, ())}, commands, still_connected
+        finally:
+            await client.disconnect()
+            await nc.close()
+
+    seen, granted, commands, still_connected = asyncio.run(scenario())
+    assert still_connected, "NATS keeps the connection open after a refused publish"
+    assert seen == [protocol.subject(mine, "telemetry")], seen
+    assert granted == {0: (1,), 1: (0x80,)}
+    assert commands == [b'{"command": "mine"}']
+    city.wait_state(mine, lambda s: s["values"].get("power_w") == 12.0, "the device's own reading")
+    assert city.state(other) is None and city.dead_letters(other) == []
+    log = broker_log(stack)
+    assert f'Publish Violation - Subject "{protocol.subject(other, "telemetry")}"' in log
+    assert f'Subscription Violation - Subject "{protocol.COMMAND_TOPIC.format(device=other).replace("/", ".")}"' in log
+
+
+def test_a_login_without_a_valid_password_is_refused_at_connect(city, stack):
+    """Anonymous, wrong password, unknown user: CONNACK 5 (not authorised), nothing published. The NATS
+    client port refuses anonymous connections too."""
+    import nats
+
+    light, = city.import_assets({"id": "SL-1", "kind": "street_light"})
+    credential_id, token = city.credential(light)
+    port, username = stack.config.mqtt_port, f"cpd_{credential_id}"
+    for login in ((None, None), (username, None), (username, token[:-1] + ("A" if token[-1] != "A" else "B")),
+                  ("cpd_000000000000", token), (username, ""), ("citypilot", token)):
+        assert asyncio.run(refused_code(port, *login)) == NOT_AUTHORISED, login
+    for args in ((), ("-u", username), ("-u", username, "-P", "wrong")):
+        done = mosquitto_pub(port, protocol.topic(light, "telemetry"), reading(utcnow(), power_w=1.0), *args)
+        assert done.returncode != 0 and "not authorised" in done.stderr.lower(), (args, done.stderr)
+    assert city.state(light) is None
+
+    async def anonymous_nats() -> None:
+        host_port = stack.endpoints.nats_url.rsplit("@", 1)[1]
+        await nats.connect(f"nats://{host_port}", allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=5)
+
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        asyncio.run(anonymous_nats())
+
+
+def test_a_revoked_credential_is_disconnected_and_refused_without_restarting(city, stack):
+    """When the revocation is answered, the broker has reloaded: the device's live connection is closed
+    and its next login refused. The device's other credential keeps working."""
+    light, = city.import_assets({"id": "SL-1", "kind": "street_light"})
+    revoked_id, revoked_token = city.credential(light)
+    kept_id, kept_token = city.credential(light)
+    port = stack.config.mqtt_port
+
+    async def scenario() -> None:
+        revoked = await mqtt_connect(port, f"cpd_{revoked_id}", revoked_token)
+        kept = await mqtt_connect(port, f"cpd_{kept_id}", kept_token)
+        try:
+            response = await asyncio.to_thread(city.client.delete, f"/api/v1/assets/{light}/credentials/{revoked_id}",
+                                               headers=city.headers())
+            assert response.status_code == 204, response.text
+            await asyncio.wait_for(revoked.disconnected.wait(), 5)
+            assert kept.is_connected and not kept.disconnected.is_set()
+            await publish_acknowledged(kept, [(protocol.topic(light, "telemetry"), reading(utcnow(), power_w=7.0))])
+        finally:
+            await kept.disconnect()
+        assert await refused_code(port, f"cpd_{revoked_id}", revoked_token) == NOT_AUTHORISED
+        assert await refused_code(port, f"cpd_{kept_id}", kept_token) is None
+
+    asyncio.run(scenario())
+    city.wait_state(light, lambda s: s["values"].get("power_w") == 7.0, "the kept credential's reading")
+
+
+def test_retiring_an_asset_or_changing_credentials_outside_the_api_reaches_the_broker(city, stack):
+    """A change the API did not make (here straight in SQL, as an import or another process would) is
+    announced by the database; the serving process reloads the broker all the same. A credential without
+    an MQTT hash (issued before migration 0003) still works over HTTP, not over MQTT."""
+    light, bus = city.import_assets({"id": "SL-1", "kind": "street_light"}, {"id": "BUS-1", "kind": "bus"})
+    light_id, light_token = city.credential(light)
+    bus_id, bus_token = city.credential(bus)
+    port = stack.config.mqtt_port
+    assert asyncio.run(refused_code(port, f"cpd_{light_id}", light_token)) is None
+
+    r = city.client.post(f"/api/v1/assets/{bus}/retire", json={"reason": "sold"}, headers=city.headers())
+    assert r.status_code == 200, r.text
+    eventually(lambda: asyncio.run(refused_code(port, f"cpd_{bus_id}", bus_token)) == NOT_AUTHORISED,
+               "the retired bus refused by the broker", timeout=5)
+
+    city.sql("UPDATE device_credentials SET mqtt_password_hash = NULL WHERE id = %s", (light_id,))
+    eventually(lambda: asyncio.run(refused_code(port, f"cpd_{light_id}", light_token)) == NOT_AUTHORISED,
+               "a credential without an MQTT hash refused by the broker", timeout=5)
+    r = city.post(light_token, [{"device": light, "channel": "telemetry", "payload": {"values": {"power_w": 3.0}}}])
+    assert r.status_code == 202, r.text
+    listed = city.client.get(f"/api/v1/assets/{light}/credentials", headers=city.headers()).json()
+    assert [(c["mqtt_username"], c["mqtt"]) for c in listed] == [(f"cpd_{light_id}", False)]
+
+
+def test_citypilots_internal_user_is_not_a_device(stack):
+    """The internal login the tests and benchmarks use is the data directory's, refused once altered."""
+    user, password = mqtt_login(stack.config.mqtt_port)
+    assert user == "citypilot"
+    assert (stack.config.data_dir / "nats" / "internal-secret").read_text().strip() == password
+    assert asyncio.run(refused_code(stack.config.mqtt_port, user, password)) is None
+    assert asyncio.run(refused_code(stack.config.mqtt_port, user, password + "x")) == NOT_AUTHORISED
