@@ -3,6 +3,7 @@ clear messages when something is wrong. These run real processes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -87,10 +88,20 @@ def test_serve_on_embedded_defaults_is_ready_fast_stops_cleanly_and_reuses_its_d
                                env=env, input=PASSWORD + "\n", capture_output=True, text=True, timeout=60)
         assert added.returncode == 0, added.stderr
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, "the admin command stopped the server"
+        _worker_joins_and_strangers_are_refused(env)
     finally:
         code = _stop(serve, signal.SIGTERM)
-    assert code == 0, serve.stderr.read().decode()[-2000:]
+    output = serve.stdout.read().decode() + serve.stderr.read().decode()
+    assert code == 0, output[-2000:]
     assert _processes_using(tmp_path / "data") == [], "embedded servers left running after SIGTERM"
+    nats_dir = tmp_path / "data" / "nats"
+    secret = (nats_dir / "internal-secret").read_text().strip()
+    assert '"nats": "nats://citypilot:********@' in output  # logged, masked
+    for where, text in (("serve's output", output), ("the broker's log", (nats_dir / "nats-server.log").read_text()),
+                        ("the broker's configuration", (nats_dir / "nats-server.conf").read_text())):
+        assert secret not in text, f"the internal NATS password is in {where}"
+    for private in ("internal-secret", "nats-server.conf"):
+        assert (nats_dir / private).stat().st_mode & 0o077 == 0, private
 
     # Second start: same data, the account is still there; Ctrl-C (SIGINT) stops it as cleanly.
     serve = _serve(env)
@@ -102,6 +113,28 @@ def test_serve_on_embedded_defaults_is_ready_fast_stops_cleanly_and_reuses_its_d
         code = _stop(serve, signal.SIGINT)
     assert code in (0, 130)
     assert _processes_using(tmp_path / "data") == []
+
+
+def _worker_joins_and_strangers_are_refused(env: dict[str, str]) -> None:
+    """With embedded defaults, `citypilot worker` logs in to serve's NATS as citypilot's internal user;
+    a client without a login is refused on the NATS and MQTT ports."""
+    import nats
+
+    worker = subprocess.Popen([CITYPILOT, "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    line = worker.stdout.readline().decode()  # empty if it exits
+    worker.send_signal(signal.SIGTERM)
+    code = worker.wait(timeout=30)
+    assert "ingest worker" in line and code == 0, line + worker.stderr.read().decode()[-2000:]
+
+    async def anonymous() -> None:
+        await nats.connect(f"nats://127.0.0.1:{env['CITYPILOT_NATS_PORT']}", allow_reconnect=False,
+                           max_reconnect_attempts=0, connect_timeout=5)
+
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        asyncio.run(anonymous())
+    published = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", env["CITYPILOT_MQTT_PORT"], "-q", "1",
+                                "-t", "citypilot/v1/SL-1/telemetry", "-m", "{}"], capture_output=True, text=True, timeout=20)
+    assert published.returncode != 0 and "not authorised" in published.stderr.lower(), published.stderr
 
 
 @pytest.mark.slow
