@@ -3,30 +3,36 @@ speak on its own topics; the broker learns of issued, revoked and retired creden
 
 Real clients (gmqtt and Debian's ``mosquitto_pub``, MQTT 3.1.1) against the embedded nats-server that
 the ``stack`` fixture started in this process. The external NATS of the test machine has no MQTT
-listener, and citypilot does not manage its users (docs/administration/production.md): embedded only.
+listener, and citypilot does not manage its users (docs/administration/production.md): embedded only,
+but for ``citypilot nats-users``, which prints the users block an external NATS's operator installs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from citypilot.ingest import protocol
-from citypilot.runtime.embedded_nats import mqtt_login
+from citypilot.runtime.embedded_nats import find_nats_server, mqtt_login
+from citypilot.runtime.ports import free_port
 
 from .conftest import eventually, reading, utcnow
 
 pytestmark = pytest.mark.integration
 NOT_AUTHORISED = 5  # MQTT 3.1.1 CONNACK return code
+CITYPILOT = str(Path(sys.executable).parent / "citypilot")
 
 
-@pytest.fixture(autouse=True)
-def embedded_only(stack: Any) -> None:
+@pytest.fixture
+def embedded(stack: Any) -> None:
     if stack.backend != "embedded":
         pytest.skip("the external NATS (127.0.0.1:4222) has no MQTT listener, and its users are its operator's")
 
@@ -75,6 +81,7 @@ def broker_log(stack: Any) -> str:
     return (stack.config.data_dir / "nats" / "nats-server.log").read_text(errors="replace")
 
 
+@pytest.mark.usefixtures("embedded")
 def test_a_device_logs_in_with_its_credential_and_its_readings_reach_the_twin(city, stack):
     """Issued while serve runs, the credential works at once (no restart), with gmqtt and mosquitto_pub."""
     light, cabinet = city.import_assets({"id": "SL-1", "kind": "street_light"},
@@ -104,6 +111,7 @@ def test_a_device_logs_in_with_its_credential_and_its_readings_reach_the_twin(ci
     assert asyncio.run(refused_code(port, f"cpd_{cabinet_id}", token)) == NOT_AUTHORISED
 
 
+@pytest.mark.usefixtures("embedded")
 def test_a_device_cannot_speak_for_another_device(city, stack):
     """Publishing on another device's topic: the broker drops the message (it still answers PUBACK at
     QoS 1 and keeps the connection open), so nothing of it enters the stream or reaches the twin; it
@@ -171,6 +179,7 @@ def test_a_device_cannot_speak_for_another_device(city, stack):
     assert f'Subscription Violation - Subject "{protocol.COMMAND_TOPIC.format(device=other).replace("/", ".")}"' in log
 
 
+@pytest.mark.usefixtures("embedded")
 def test_a_login_without_a_valid_password_is_refused_at_connect(city, stack):
     """Anonymous, wrong password, unknown user: CONNACK 5 (not authorised), nothing published. The NATS
     client port refuses anonymous connections too."""
@@ -195,6 +204,7 @@ def test_a_login_without_a_valid_password_is_refused_at_connect(city, stack):
         asyncio.run(anonymous_nats())
 
 
+@pytest.mark.usefixtures("embedded")
 def test_a_revoked_credential_is_disconnected_and_refused_without_restarting(city, stack):
     """When the revocation is answered, the broker has reloaded: the device's live connection is closed
     and its next login refused. The device's other credential keeps working."""
@@ -222,6 +232,7 @@ def test_a_revoked_credential_is_disconnected_and_refused_without_restarting(cit
     city.wait_state(light, lambda s: s["values"].get("power_w") == 7.0, "the kept credential's reading")
 
 
+@pytest.mark.usefixtures("embedded")
 def test_retiring_an_asset_or_changing_credentials_outside_the_api_reaches_the_broker(city, stack):
     """A change the API did not make (here straight in SQL, as an import or another process would) is
     announced by the database; the serving process reloads the broker all the same. A credential without
@@ -246,6 +257,7 @@ def test_retiring_an_asset_or_changing_credentials_outside_the_api_reaches_the_b
     assert [(c["mqtt_username"], c["mqtt"]) for c in listed] == [(f"cpd_{light_id}", False)]
 
 
+@pytest.mark.usefixtures("embedded")
 def test_citypilots_internal_user_is_not_a_device(stack):
     """The internal login the tests and benchmarks use is the data directory's, refused once altered."""
     user, password = mqtt_login(stack.config.mqtt_port)
@@ -253,3 +265,49 @@ def test_citypilots_internal_user_is_not_a_device(stack):
     assert (stack.config.data_dir / "nats" / "internal-secret").read_text().strip() == password
     assert asyncio.run(refused_code(stack.config.mqtt_port, user, password)) is None
     assert asyncio.run(refused_code(stack.config.mqtt_port, user, password + "x")) == NOT_AUTHORISED
+
+
+def test_nats_users_prints_the_users_block_of_an_external_nats(city, stack, tmp_path):
+    """The block `citypilot nats-users` prints, put into a NATS of one's own, lets citypilot (with the
+    password given) and each device (with its token) in, and nobody else."""
+    import nats
+
+    light, retired = city.import_assets({"id": "SL-1", "kind": "street_light"}, {"id": "SL-2", "kind": "street_light"})
+    credential_id, token = city.credential(light)
+    retired_id, retired_token = city.credential(retired)
+    r = city.client.post(f"/api/v1/assets/{retired}/retire", json={"reason": "removed"}, headers=city.headers())
+    assert r.status_code == 200, r.text
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYPILOT_")}
+    env.update(CITYPILOT_DATABASE_URL=stack.endpoints.database_url, CITYPILOT_DATA_DIR=str(tmp_path / "data"))
+    printed = subprocess.run([CITYPILOT, "nats-users", "--password-stdin"], input="bus-pa55word\n", env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    assert f'user: "cpd_{credential_id}"' in printed.stdout and f'"citypilot.v1.{light}.>"' in printed.stdout
+    assert f"cpd_{retired_id}" not in printed.stdout and "bus-pa55word" not in printed.stdout
+
+    client_port, mqtt_port = free_port(), free_port()
+    config = tmp_path / "nats.conf"
+    config.write_text(f'server_name: own\nlisten: "127.0.0.1:{client_port}"\njetstream {{ store_dir: "{tmp_path}/js" }}\n'
+                      f'mqtt {{ listen: "127.0.0.1:{mqtt_port}" }}\n{printed.stdout}')
+    server = subprocess.Popen([str(find_nats_server()), "-c", str(config)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        async def logins() -> tuple[int | None, int | None, int | None]:
+            for _ in range(100):
+                try:
+                    nc = await nats.connect(f"nats://citypilot:bus-pa55word@127.0.0.1:{client_port}",
+                                            allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=1)
+                    break
+                except Exception:
+                    await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("citypilot's user could not log in to a NATS using the printed block")
+            await nc.close()
+            return (await refused_code(mqtt_port, f"cpd_{credential_id}", token),
+                    await refused_code(mqtt_port, f"cpd_{retired_id}", retired_token),
+                    await refused_code(mqtt_port, None, None))
+
+        assert asyncio.run(logins()) == (None, NOT_AUTHORISED, NOT_AUTHORISED)
+    finally:
+        server.terminate()
+        server.wait(10)

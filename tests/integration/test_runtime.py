@@ -232,7 +232,7 @@ def test_config_errors_name_the_setting(tmp_path):
 def test_help_lists_every_command():
     result = _run(["--help"], _env({}))
     assert result.returncode == 0
-    for command in ("serve", "worker", "config", "user", "assets", "db", "bench"):
+    for command in ("serve", "worker", "config", "user", "assets", "db", "bench", "nats-users"):
         assert command in result.stdout
 
 

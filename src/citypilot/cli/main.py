@@ -292,6 +292,41 @@ def db_migrate(ctx: typer.Context) -> None:
         typer.echo(f"schema at version {current_version(url)}")
 
 
+# --- an external NATS's users --------------------------------------------------------------------------
+
+@app.command("nats-users")
+def nats_users(
+    ctx: typer.Context,
+    user: str = typer.Option("citypilot", help="citypilot's own user on your NATS (the user of CITYPILOT_NATS_URL)."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read that user's password from standard input."),
+) -> None:
+    """Print a NATS `authorization` block for an external NATS: citypilot's own user, then one user per
+    active device credential (their MQTT logins, each allowed only its own topics). The embedded NATS
+    needs none of this: citypilot keeps its users itself."""
+    import bcrypt
+
+    from citypilot.auth.broker_users import load_device_users
+    from citypilot.auth.devices import BCRYPT_COST
+    from citypilot.runtime.embedded_nats import render_users
+
+    if not password_stdin:
+        fail("give citypilot's NATS password on standard input, with --password-stdin", 2)
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        fail("no password on standard input")
+    config = get_config(ctx)
+    with database(config) as url:
+        users = load_device_users(url)
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_COST)).decode()
+    try:
+        lines = render_users(hashed, users, internal_user=user)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    typer.echo(f"# Written by `citypilot nats-users`: {len(users)} device credential(s). Write it again, and reload\n"
+               "# NATS (nats-server --signal reload), whenever credentials are issued or revoked.")
+    typer.echo("\n".join(lines))
+
+
 # --- benchmarks -------------------------------------------------------------------------------------
 
 @bench_app.command("import")

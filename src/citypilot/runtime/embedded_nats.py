@@ -123,14 +123,15 @@ def _permission(subjects: tuple[str, ...]) -> str:
     return "{ allow: [" + ", ".join(_quoted(s) for s in subjects) + "] }"
 
 
-def render_users(internal_password_hash: str, device_users: Sequence[BrokerUser]) -> list[str]:
-    """The ``authorization`` block: the internal user, unrestricted, then one user per device
+def render_users(internal_password_hash: str, device_users: Sequence[BrokerUser],
+                 internal_user: str = INTERNAL_USER) -> list[str]:
+    """The ``authorization`` block: citypilot's own user, unrestricted, then one user per device
     credential. No ``no_auth_user``: a connection without a known user and password is refused."""
     lines = ["authorization {", "  users = [",
-             f"    {{ user: {_quoted(INTERNAL_USER)}, password: {_quoted(internal_password_hash)} }}"]
+             f"    {{ user: {_quoted(internal_user)}, password: {_quoted(internal_password_hash)} }}"]
     for user in device_users:
-        if user.username == INTERNAL_USER or user.publish is None or user.subscribe is None:
-            raise ValueError(f"a device user must be restricted and not named {INTERNAL_USER!r}: {user.username!r}")
+        if user.username == internal_user or user.publish is None or user.subscribe is None:
+            raise ValueError(f"a device user must be restricted and not named {internal_user!r}: {user.username!r}")
         lines.append(f"    {{ user: {_quoted(user.username)}, password: {_quoted(user.password_hash)}, permissions: "
                      f"{{ publish: {_permission(user.publish)}, subscribe: {_permission(user.subscribe)} }} }}")
     return lines + ["  ]", "}"]
