@@ -263,7 +263,8 @@ def test_a_new_gateways_first_batch_applies_its_lights(city, stack):
         try:
             async with AsyncConnectionPool(stack.endpoints.database_url, min_size=1, max_size=2, open=False) as pool:
                 await pool.open(wait=True, timeout=15)
-                worker = IngestWorker(nc, pool, default_catalog(), limits_from(stack.config, metropole()))
+                worker = IngestWorker(nc, pool, default_catalog(), limits_from(stack.config, metropole()),
+                                      stack.endpoints.database_url)
                 async with pool.connection() as conn:
                     await worker.cache.refresh(conn)
                 worker._last_refresh = time.monotonic()
@@ -643,16 +644,27 @@ def test_a_silent_gateway_makes_its_lights_unreachable_not_offline(city, stack):
 
 # --- scale-out: a worker killed mid-run ------------------------------------------------------------------
 
-async def _consumer(nats_url: str, config: Any = None) -> Any:
-    """The shared ingest consumer's state; with ``config``, update the consumer first."""
+async def _consumer(nats_url: str, ack_wait: float | None = None) -> Any:
+    """The ingest consumers' state, summed over the partitions; with ``ack_wait``, set it on each first."""
+    import types
+
     import nats
 
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
-        if config is not None:
-            await js.add_consumer(protocol.STREAM, config)
-        return await js.consumer_info(protocol.STREAM, protocol.CONSUMER)
+
+        async def infos() -> list[Any]:
+            return [i for i in await js.consumers_info(protocol.STREAM) if i.name.startswith("ingest-")]
+
+        if ack_wait is not None:
+            for info in await infos():
+                await js.add_consumer(protocol.STREAM, dataclasses.replace(info.config, ack_wait=ack_wait))
+        found = await infos()
+        return types.SimpleNamespace(num_pending=sum(i.num_pending for i in found),
+                                     num_ack_pending=sum(i.num_ack_pending for i in found),
+                                     num_redelivered=sum(i.num_redelivered for i in found),
+                                     ack_wait=found[0].config.ack_wait, consumers=len(found))
     finally:
         await nc.close()
 
@@ -669,15 +681,17 @@ async def publish_burst(nats_url: str, messages: list[tuple[str, str, bytes]]) -
         await nc.close()
 
 
-def _wait_for_line(process: subprocess.Popen, words: str, timeout: float) -> str:
+def _wait_for_line(process: subprocess.Popen, words: str, timeout: float, *, logs: bool = False) -> str:
+    """Wait for a line of the process's output (``logs``: of its log, on stderr) that contains ``words``."""
     deadline = time.monotonic() + timeout
-    assert process.stdout is not None
+    stream = process.stderr if logs else process.stdout
+    assert stream is not None
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"citypilot worker exited ({process.returncode}): {process.stderr.read().decode()[-2000:]}")
-        ready, _, _ = select.select([process.stdout], [], [], 0.2)
+        ready, _, _ = select.select([stream], [], [], 0.2)
         if ready:
-            line = process.stdout.readline().decode()
+            line = stream.readline().decode()
             if words in line:
                 return line
     raise AssertionError(f"citypilot worker did not say {words!r} within {timeout} s")
@@ -697,11 +711,17 @@ def test_a_killed_worker_loses_nothing_and_applies_nothing_twice(city, stack):
     env = {**os.environ, "CITYPILOT_DATABASE_URL": stack.endpoints.database_url,
            "CITYPILOT_NATS_URL": stack.endpoints.nats_url, "CITYPILOT_DATA_DIR": str(stack.config.data_dir)}
     ack_wait = 6.0  # the consumer's 30 s redelivery delay, shortened for the test and restored after
-    original = asyncio.run(_consumer(stack.endpoints.nats_url)).config
-    asyncio.run(_consumer(stack.endpoints.nats_url, dataclasses.replace(original, ack_wait=ack_wait)))
+    before = asyncio.run(_consumer(stack.endpoints.nats_url))
+    if before.consumers == 1:
+        pytest.skip("NATS 2.9 has no subject transforms: one partition, held by serve's worker (the killed "
+                    "worker would hold nothing); the hand-over is tested on the embedded NATS")
+    original = before.ack_wait
+    asyncio.run(_consumer(stack.endpoints.nats_url, ack_wait=ack_wait))
     worker = subprocess.Popen([CITYPILOT, "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_for_line(worker, "ingest worker", timeout=30)
+        # serve's worker gives back half of the partitions, and this one takes them
+        _wait_for_line(worker, "partition taken", timeout=15, logs=True)
         # A burst, as after a power cut: published at once (core NATS, as the MQTT listener does), so that
         # both workers take full batches. Had the stream missed one, the final count would say so.
         asyncio.run(publish_burst(stack.endpoints.nats_url, messages))
@@ -741,7 +761,7 @@ def test_a_killed_worker_loses_nothing_and_applies_nothing_twice(city, stack):
         if worker.poll() is None:
             worker.kill()
             worker.wait(10)
-        assert asyncio.run(_consumer(stack.endpoints.nats_url, original)).config.ack_wait == original.ack_wait
+        assert asyncio.run(_consumer(stack.endpoints.nats_url, ack_wait=original)).ack_wait == original
     last = base + dt.timedelta(seconds=per_device - 1)
     for device in devices[:3]:
         state = city.state(device)
@@ -754,7 +774,8 @@ def test_a_killed_worker_loses_nothing_and_applies_nothing_twice(city, stack):
 # --- back-pressure: a stalled database ----------------------------------------------------------------
 
 def test_a_stalled_database_leaves_messages_in_the_stream_not_in_memory(city, stack):
-    """While PostgreSQL does not answer, the server hands the worker at most MAX_ACK_PENDING messages and
+    """While PostgreSQL does not answer, the server hands the worker at most MAX_ACK_PENDING messages of a
+    partition (one device's messages all go to one) and
     keeps the rest in the stream; the worker's heartbeat stops redeliveries (no copies pile up in
     memory) past the ack wait; once the database answers again, every message is applied."""
     import psycopg
@@ -764,15 +785,16 @@ def test_a_stalled_database_leaves_messages_in_the_stream_not_in_memory(city, st
     lights = city.import_assets(*({"id": f"SL-{i}", "kind": "street_light"} for i in range(40)))
     t0 = utcnow().replace(microsecond=0) - dt.timedelta(hours=1)
     total = MAX_ACK_PENDING + 4000
-    messages = [(lights[i % 40], "telemetry", reading(t0 + dt.timedelta(milliseconds=i), power_w=float(i % 90)))
+    messages = [(lights[0], "telemetry", reading(t0 + dt.timedelta(milliseconds=i), power_w=float(i % 90)))
                 for i in range(total)]
     before = asyncio.run(_consumer(stack.endpoints.nats_url)).num_redelivered
     blocker = psycopg.connect(stack.endpoints.database_url)
     try:
         blocker.execute("LOCK TABLE twin IN ACCESS EXCLUSIVE MODE")  # every ingest batch now waits
         asyncio.run(publish_burst(stack.endpoints.nats_url, messages))
-        info = eventually(lambda: (lambda i: i if i.num_ack_pending >= MAX_ACK_PENDING - 1000 else None)(
-            asyncio.run(_consumer(stack.endpoints.nats_url))), "the worker holding as much as it may")
+        info = eventually(lambda: (lambda i: i if i.num_ack_pending >= MAX_ACK_PENDING - 1000
+                                   and i.num_pending + i.num_ack_pending >= total else None)(
+            asyncio.run(_consumer(stack.endpoints.nats_url))), "every message stored, the worker holding what it may")
         assert info.num_ack_pending <= MAX_ACK_PENDING
         assert info.num_pending >= total - MAX_ACK_PENDING - 1000  # the rest waits in the stream, on disk
         time.sleep(ACK_WAIT_S + 2)  # past the ack wait: without the heartbeat, everything would be redelivered

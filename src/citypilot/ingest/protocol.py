@@ -20,7 +20,13 @@ COMMAND_TOPIC = "citypilot/cmd/v1/{device}"
 
 STREAM = "CITYPILOT_INGEST"
 STREAM_SUBJECTS = [f"{SUBJECT_ROOT}.>"]
-CONSUMER = "ingest"
+CONSUMER = "ingest"  # the consumer of releases before partitioning, removed at start
+
+# Partitioning by device (NATS >= 2.10): the stream stores citypilot.v1.{device}.{channel} as
+# citypilot.in.{partition}.{device}.{channel}, the partition a hash of the device id, so that every
+# message of one device goes through the one consumer of its partition, in order.
+PARTITIONS = 16
+PARTITIONED_ROOT = "citypilot.in"
 
 # Published by the ingest workers after each committed batch, for the rules, the UI and later issues:
 # one message per kind and batch, a JSON array of {asset, ts, changed, back_online, new}.
@@ -42,9 +48,21 @@ def subject(device_id: str, channel: str) -> str:
 
 
 def parse_subject(value: str) -> tuple[str, str] | None:
-    """(device id, channel) of a subject under citypilot.v1, None if it is not one. The channel may be
-    one devices are not allowed to use: the worker dead-letters those."""
+    """(device id, channel) of a subject under citypilot.v1, or of its partitioned form under
+    citypilot.in.{partition}; None if it is neither. The channel may be one devices are not allowed to
+    use: the worker dead-letters those."""
     parts = value.split(".")
+    if len(parts) >= 5 and f"{parts[0]}.{parts[1]}" == PARTITIONED_ROOT and parts[2].isdigit():
+        return parts[3], ".".join(parts[4:])
     if len(parts) < 4 or f"{parts[0]}.{parts[1]}" != SUBJECT_ROOT:
         return None
     return parts[2], ".".join(parts[3:])
+
+
+def device_subject(value: str) -> str:
+    """The subject as the device published it (citypilot.v1...), whether or not the stream partitioned it:
+    what dead letters show, so that an integrator recognises their topic."""
+    parts = value.split(".")
+    if len(parts) >= 5 and f"{parts[0]}.{parts[1]}" == PARTITIONED_ROOT and parts[2].isdigit():
+        return ".".join([SUBJECT_ROOT, *parts[3:]])
+    return value

@@ -38,7 +38,7 @@ def limits_from(config: Config, communes: Communes) -> Limits:
 class IngestService:
     def __init__(self, config: Config, pool: AsyncConnectionPool, nc: Any, database_url: str, catalog: Catalog,
                  communes: Communes, workers: int, *, watch: bool = True, name: str = "serve") -> None:
-        self.workers = [IngestWorker(nc, pool, catalog, limits_from(config, communes), batch_size=config.ingest_batch_size,
+        self.workers = [IngestWorker(nc, pool, catalog, limits_from(config, communes), database_url, batch_size=config.ingest_batch_size,
                                      stream_max_bytes=config.ingest_stream_max_bytes,
                                      stream_replicas=config.ingest_stream_replicas, name=f"{name}-{i}")
                         for i in range(workers)]

@@ -13,12 +13,14 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections import Counter as Tally
 from dataclasses import dataclass
 
 import msgspec
 import psycopg
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 
@@ -27,8 +29,24 @@ from citypilot.equipment.catalog import Catalog
 
 from . import protocol
 from .normalise import AssetInfo, Limits, Outcome, normalise
-from .store import BatchResult, DeadLetter, PartitionManager, RegistryCache, StagedReading, apply_batch, day_of, encode_deltas
-from .stream import ACK_WAIT_S, DELIVER_GROUP, DELIVER_SUBJECT, MAX_ACK_PENDING, ensure_stream
+from .partitions import REBALANCE_EVERY_S, Leases, plan
+from .store import (
+    BatchResult,
+    DeadLetter,
+    PartitionManager,
+    RegistryCache,
+    StagedReading,
+    apply_batch,
+    day_of,
+    encode_deltas,
+)
+from .stream import (
+    ACK_WAIT_S,
+    MAX_ACK_PENDING,
+    Layout,
+    deliver_subject,
+    ensure_stream,
+)
 
 log = logging.getLogger("citypilot.ingest")
 _encoder = msgspec.json.Encoder()
@@ -40,6 +58,7 @@ DEAD_LETTERS = Counter("citypilot_ingest_dead_letters_total", "Messages or readi
 BATCH_SECONDS = Histogram("citypilot_ingest_batch_seconds", "Time to validate and commit one batch",
                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 STRAY = Counter("citypilot_ingest_stray_messages_total", "Messages on the deliver subject not sent by the consumer")
+_OUTCOMES = {name: MESSAGES.labels(name) for name in ("applied", "partly_applied", "dead_lettered")}
 
 
 @dataclass
@@ -54,7 +73,7 @@ class Parsed:
 
 
 class IngestWorker:
-    def __init__(self, nc: NATS, pool: AsyncConnectionPool, catalog: Catalog, limits: Limits, *,
+    def __init__(self, nc: NATS, pool: AsyncConnectionPool, catalog: Catalog, limits: Limits, database_url: str, *,
                  batch_size: int = 1000, stream_max_bytes: int = 10 * 1024**3, stream_replicas: int = 1,
                  name: str = "ingest") -> None:
         self.nc = nc
@@ -69,28 +88,98 @@ class IngestWorker:
         self.cache = RegistryCache()
         self.partitions = PartitionManager()
         self._last_refresh = 0.0
+        self.database_url = database_url
+        self.leases: Leases | None = None
+        self.layout: Layout | None = None
+        self._subscriptions: dict[int, Subscription] = {}  # consumer -> our subscription to its deliver subject
+        self._releasing: set[int] = set()  # partitions given back once their held messages are committed
         self._buffer: list[Msg] = []
-        self._held: dict[int, str] = {}  # stream seq -> latest ack subject, of messages we hold unacknowledged
+        # Messages we hold unacknowledged, by stream seq: (latest ack subject, since when, consumer).
+        self._held: dict[int, tuple[str, float, int]] = {}
+        self._held_by_consumer: Tally[int] = Tally()
         self._wake = asyncio.Event()
         use_fast_json()
 
     async def start(self) -> None:
-        await ensure_stream(self.js, self.stream_max_bytes, self.stream_replicas)
+        self.layout = await ensure_stream(self.js, self.stream_max_bytes, self.stream_replicas)
+        self.leases = Leases(self.database_url, self.layout.partitions)
+        await self.leases.open()
         async with self.pool.connection() as conn:
             count = await self.cache.refresh(conn)
         self._last_refresh = time.monotonic()
-        self.subscription = await self.nc.subscribe(DELIVER_SUBJECT, queue=DELIVER_GROUP, cb=self._on_msg,
-                                                    pending_msgs_limit=MAX_ACK_PENDING * 2,
-                                                    pending_bytes_limit=512 * 1024 * 1024)
-        log.info("ingest worker ready", extra={"worker": self.name, "registry_assets": count})
+        await self.rebalance()
+        log.info("ingest worker ready", extra={"worker": self.name, "registry_assets": count,
+                                               "partitions": sorted(self.leases.owned)})
 
-    async def _on_msg(self, msg: Msg) -> None:
+    @property
+    def stream_partitions(self) -> set[int]:
+        """The partitions this worker consumes now."""
+        return set(self.leases.owned) - self._releasing if self.leases is not None else set()
+
+    def _consumers_of(self, partition: int) -> list[int]:
+        assert self.layout is not None
+        return [c for c in self.layout.consumers() if self.layout.owner_of(c) == partition]
+
+    async def _subscribe(self, consumer: int) -> None:
+        async def on_msg(msg: Msg) -> None:
+            self._on_msg(msg, consumer)
+
+        self._subscriptions[consumer] = await self.nc.subscribe(
+            deliver_subject(consumer), cb=on_msg, pending_msgs_limit=MAX_ACK_PENDING * 2,
+            pending_bytes_limit=256 * 1024 * 1024)
+
+    async def _unsubscribe(self, consumer: int) -> None:
+        subscription = self._subscriptions.pop(consumer, None)
+        if subscription is not None:
+            try:
+                await subscription.unsubscribe()
+            except Exception:  # the connection is gone: so is the subscription
+                pass
+
+    async def rebalance(self) -> None:
+        """Take free partitions up to our share, give back what we hold beyond it (see partitions.py).
+
+        Cut from PostgreSQL, our locks are gone and another worker may take our partitions: stop
+        consuming them (what we hold is committed later or redelivered, harmlessly either way)."""
+        assert self.leases is not None
+        try:
+            if self.leases.conn is None or self.leases.conn.closed:
+                await self.leases.open()
+            decision = plan(self.stream_partitions, await self.leases.members(), self.leases.partitions)
+            for partition in decision.give_back:
+                for consumer in self._consumers_of(partition):
+                    await self._unsubscribe(consumer)
+                self._releasing.add(partition)
+                log.info("partition given back", extra={"worker": self.name, "partition": partition})
+            for partition in await self.leases.take(decision.take):
+                for consumer in self._consumers_of(partition):
+                    await self._subscribe(consumer)
+                log.info("partition taken", extra={"worker": self.name, "partition": partition})
+            await self._finish_releases()
+        except psycopg.Error as exc:
+            log.warning("partition leases lost; consuming nothing until the database answers",
+                        extra={"worker": self.name, "error": str(exc)[:300]})
+            for consumer in list(self._subscriptions):
+                await self._unsubscribe(consumer)
+            self._releasing.clear()
+            await self.leases.close()
+
+    async def _finish_releases(self) -> None:
+        assert self.leases is not None
+        for partition in sorted(self._releasing):
+            if not any(self._held_by_consumer[c] for c in self._consumers_of(partition)):
+                await self.leases.release(partition)
+                self._releasing.discard(partition)
+
+    def _on_msg(self, msg: Msg, consumer: int) -> None:
         info = ack_info(msg.reply)
         if info is not None:
-            if info[0] in self._held:  # a redelivery of a message we still hold: keep one copy, its latest reply
-                self._held[info[0]] = msg.reply
+            held = self._held.get(info[0])
+            if held is not None:  # a redelivery of a message we still hold: keep one copy, its latest reply
+                self._held[info[0]] = (msg.reply, held[1], held[2])
                 return
-            self._held[info[0]] = msg.reply
+            self._held[info[0]] = (msg.reply, time.monotonic(), consumer)
+            self._held_by_consumer[consumer] += 1
         self._buffer.append(msg)
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
@@ -98,25 +187,34 @@ class IngestWorker:
     async def _ack(self, msg: Msg) -> None:
         """Acknowledge (through the latest delivery's subject) and forget a message."""
         info = ack_info(msg.reply)
-        reply = self._held.pop(info[0], msg.reply) if info is not None else msg.reply
+        held = self._held.pop(info[0], None) if info is not None else None
+        if held is not None:
+            self._held_by_consumer[held[2]] -= 1
+        reply = held[0] if held is not None else msg.reply
         if reply:
             await self.nc.publish(reply, b"")
 
-    async def _keep_held_messages(self, stop: asyncio.Event) -> None:
-        """Tell the server every few seconds that the messages we hold are being worked on, so that a
-        slow database does not make it redeliver them (which would duplicate them in memory); if this
-        process dies, the heartbeats stop and the messages go to another worker after ACK_WAIT_S."""
+    async def _coordinate(self, stop: asyncio.Event) -> None:
+        """Every second: rebalance partitions with the other workers, and tell the server that the
+        messages we have held for a while (a slow database) are being worked on, so that it does not
+        redeliver them (which would duplicate them in memory). If this process dies, both stop: its
+        partitions go to other workers and its messages are redelivered to them after ACK_WAIT_S."""
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), timeout=ACK_WAIT_S / 2.5)
+                await asyncio.wait_for(stop.wait(), timeout=REBALANCE_EVERY_S)
             except asyncio.TimeoutError:
                 pass
-            for reply in list(self._held.values()):
-                await self.nc.publish(reply, b"+WPI")
+            if stop.is_set():
+                break
+            await self.rebalance()
+            old = time.monotonic() - ACK_WAIT_S / 3
+            for reply, since, _ in list(self._held.values()):
+                if since < old:
+                    await self.nc.publish(reply, b"+WPI")
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Commit batches until ``stop`` is set, then finish what was delivered and leave the group."""
-        heartbeat = asyncio.create_task(self._keep_held_messages(stop), name=f"{self.name}-heartbeat")
+        """Commit batches until ``stop`` is set, then finish what was delivered and give back the partitions."""
+        coordinator = asyncio.create_task(self._coordinate(stop), name=f"{self.name}-coordinator")
         while not stop.is_set():
             if len(self._buffer) < self.batch_size:
                 self._wake.clear()
@@ -125,10 +223,13 @@ class IngestWorker:
                 except asyncio.TimeoutError:
                     pass
             await self._take_batch()
-        await self.subscription.unsubscribe()
+        await coordinator
+        for consumer in list(self._subscriptions):
+            await self._unsubscribe(consumer)
         while self._buffer:  # delivered to us before we left: commit them rather than wait for redelivery
             await self._take_batch()
-        await heartbeat
+        if self.leases is not None:
+            await self.leases.close()
 
     async def _take_batch(self) -> None:
         msgs, self._buffer = self._buffer[:self.batch_size], self._buffer[self.batch_size:]
@@ -163,7 +264,7 @@ class IngestWorker:
                                                                          "error": f"{type(exc).__name__}: {exc}"[:500]})
         info = ack_info(msg.reply)
         parsed = protocol.parse_subject(msg.subject)
-        letter = DeadLetter("unknown", msg.subject, parsed[0] if parsed else None, None, "store_error",
+        letter = DeadLetter("unknown", protocol.device_subject(msg.subject), parsed[0] if parsed else None, None, "store_error",
                             f"{type(exc).__name__}: {exc}", msg.data, info[0] if info else None,
                             dt.datetime.fromtimestamp(info[1] / 1e9, dt.timezone.utc) if info else None)
         async with self.pool.connection() as conn:
@@ -194,7 +295,7 @@ class IngestWorker:
             return found
 
         if item.device is None or item.channel is None:
-            return Outcome(None).reject("malformed", f"not an inbound subject: {item.msg.subject}")
+            return Outcome(None).reject("malformed", f"not an inbound subject: {protocol.device_subject(item.msg.subject)}")
         if item.channel not in protocol.INBOUND_CHANNELS:
             return Outcome(item.device).reject("malformed", f"unknown channel {item.channel!r} (devices publish on "
                                                             f"{', '.join(protocol.INBOUND_CHANNELS)})")
@@ -228,18 +329,19 @@ class IngestWorker:
             events = []
             dead: list[DeadLetter] = []
             seen: dict[str, tuple[str, dt.datetime]] = {}
+            outcomes_count: Tally[str] = Tally()
             for item, outcome in zip(items, outcomes):
                 readings += [StagedReading(r, item.received_at, item.seq) for r in outcome.readings]
                 events += [(e, item.received_at) for e in outcome.events]
-                dead += [DeadLetter(item.source, item.msg.subject, item.device, rej.asset_id, rej.reason_code,
+                dead += [DeadLetter(item.source, protocol.device_subject(item.msg.subject), item.device, rej.asset_id, rej.reason_code,
                                     rej.reason, item.msg.data, item.seq, item.received_at) for rej in outcome.rejections]
                 if outcome.readings or outcome.events:
                     device = self.cache.get(item.device or "")
                     if device is not None:  # the sender is alive, whatever it reported about
                         seen[device.id] = (device.kind, max(item.received_at, seen.get(device.id, (None, item.received_at))[1]))
-                    MESSAGES.labels("applied" if not outcome.rejections else "partly_applied").inc()
+                    outcomes_count["applied" if not outcome.rejections else "partly_applied"] += 1
                 else:
-                    MESSAGES.labels("dead_lettered").inc()
+                    outcomes_count["dead_lettered"] += 1
             await self.partitions.ensure(conn, {day_of(s.reading.ts) for s in readings})
             async with conn.transaction():
                 result = await apply_batch(conn, readings, events, dead, seen)
@@ -248,8 +350,10 @@ class IngestWorker:
         for msg in msgs:
             await self._ack(msg)
         READINGS.inc(result.readings_inserted)
-        for letter in dead:
-            DEAD_LETTERS.labels(letter.reason_code).inc()
+        for name, count in outcomes_count.items():
+            _OUTCOMES[name].inc(count)
+        for reason, count in Tally(letter.reason_code for letter in dead).items():
+            DEAD_LETTERS.labels(reason).inc(count)
         try:
             await self._publish(result)
         except Exception as exc:  # committed and acknowledged: never re-run the batch for a notification

@@ -63,6 +63,7 @@ async def _update_stream_gauges(context: AppContext) -> None:
     """Read the ingest stream's state at scrape time, so that any process serving /metrics reports it:
     alert well before the stream is full (the broker acknowledges MQTT messages it then cannot keep)."""
     from citypilot.ingest import protocol
+    from citypilot.ingest.stream import backlog
 
     if context.nats is None or not context.nats.is_connected:
         return
@@ -70,12 +71,12 @@ async def _update_stream_gauges(context: AppContext) -> None:
         async with asyncio.timeout(1):
             js = context.nats.jetstream()
             stream = await js.stream_info(protocol.STREAM)
-            consumer = await js.consumer_info(protocol.STREAM, protocol.CONSUMER)
+            waiting = await backlog(js)
     except Exception:  # metrics must answer even when NATS does not
         return
     STREAM_BYTES.set(stream.state.bytes)
     STREAM_MAX_BYTES.set(stream.config.max_bytes or 0)
-    BACKLOG.set(consumer.num_pending + consumer.num_ack_pending)
+    BACKLOG.set(waiting.total)
 
 
 @router.get("/metrics", dependencies=[PUBLIC], summary="Prometheus metrics",
