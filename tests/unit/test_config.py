@@ -309,3 +309,13 @@ def test_mask_url(url, expected):
 def test_nats_token_url_is_masked_in_describe():
     config = load_config(environ={"CITYPILOT_NATS_URL": "nats://s3cr3ttoken@nats.example:4222"})
     assert "s3cr3ttoken" not in repr(config.describe())
+
+
+def test_endpoints_print_their_urls_masked():
+    from citypilot.runtime.infrastructure import Endpoints
+
+    endpoints = Endpoints("postgresql://city:db-pa55@db.example/city", "nats://citypilot:internal-s3cret@127.0.0.1:14222",
+                          "mqtt://127.0.0.1:11883", False, True)
+    printed = repr(endpoints)
+    assert "db-pa55" not in printed and "internal-s3cret" not in printed
+    assert "nats://citypilot:********@127.0.0.1:14222" in printed

@@ -35,6 +35,11 @@ class Endpoints:
     # up to date. None with an external NATS.
     nats_server: EmbeddedNats | None = field(default=None, compare=False, repr=False)
 
+    def __repr__(self) -> str:  # the URLs may carry passwords: a repr ends up in logs and test reports
+        return (f"Endpoints(database_url={mask_url(self.database_url)!r}, "
+                f"nats_url={mask_url(self.nats_url) if self.nats_url else None!r}, mqtt_url={self.mqtt_url!r}, "
+                f"embedded_database={self.embedded_database}, embedded_nats={self.embedded_nats})")
+
 
 def nats_url_for(config: Config) -> str:
     """The NATS URL a citypilot process connects to: the configured one, or the embedded server's
