@@ -142,7 +142,7 @@ def render_config(ports: NatsPorts, store_dir: Path, internal_password_hash: str
     """nats-server configuration: JetStream with its store in the data directory, MQTT for devices,
     and who may connect."""
     lines = [
-        "# Written by citypilot at each start: edit citypilot's settings, not this file.",
+        "# Written by citypilot at each start and when device credentials change: edit citypilot's settings, not this file.",
         "server_name: citypilot",
         f'listen: "{ports.host}:{ports.client}"',
     ]
