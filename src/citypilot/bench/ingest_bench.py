@@ -38,7 +38,7 @@ from citypilot.config import Config
 from citypilot.equipment.catalog import default_catalog
 from citypilot.geo.communes import metropole
 from citypilot.ingest import protocol
-from citypilot.ingest.stream import ensure_stream
+from citypilot.ingest.stream import backlog, ensure_stream
 from citypilot.registry import service
 from citypilot.runtime.embedded_nats import mqtt_login
 from citypilot.runtime.infrastructure import Infrastructure
@@ -205,13 +205,13 @@ async def _run(cfg: Config, database_url: str, nats_url: str, plan: Plan) -> dic
     publish_elapsed = await publishing
     last_print = 0.0
     while True:
-        info = await js.consumer_info(protocol.STREAM, protocol.CONSUMER)
-        if info.num_pending == 0 and info.num_ack_pending == 0:
+        info = await backlog(js)
+        if info.total == 0:
             break
         if os.environ.get("CITYPILOT_BENCH_DEBUG") and time.perf_counter() - last_print > 1:
             last_print = time.perf_counter()
-            print(f"t={last_print - start:.1f} pending={info.num_pending} ack_pending={info.num_ack_pending} "
-                  f"redelivered={info.num_redelivered} delivered={info.delivered.stream_seq}", file=sys.stderr)
+            print(f"t={last_print - start:.1f} pending={info.pending} ack_pending={info.ack_pending} "
+                  f"redelivered={info.redelivered}", file=sys.stderr)
         await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - start
     await asyncio.sleep(0.3)  # last deltas
