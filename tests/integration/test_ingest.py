@@ -732,15 +732,16 @@ def test_a_killed_worker_loses_nothing_and_applies_nothing_twice(city, stack):
         at_kill = applied()
         assert at_kill < total, "the workers finished before the kill: publish more"
 
-        # The dead worker's unacknowledged batch waits in the stream (nothing pending, some unacknowledged,
-        # readings missing) until its redelivery delay passes; then the remaining worker applies it.
+        # The dead worker's unacknowledged messages wait in the stream (some unacknowledged, readings
+        # missing; the rest of its partitions queued behind them, in order) until their redelivery delay
+        # passes; then the remaining worker, which took over its partitions, applies them.
         stranded: list[tuple[float, int, int]] = []
         samples: list[tuple[float, int, int, int]] = []  # (s since the kill, pending, unacknowledged, applied)
 
         def stalled() -> bool:
             info = asyncio.run(_consumer(stack.endpoints.nats_url))
             count = applied()
-            if info.num_pending == 0 and info.num_ack_pending > 0 and count < total:
+            if info.num_ack_pending > 0 and count < total:
                 if stranded and stranded[-1][1] != count:  # still moving: the live worker's own batch
                     stranded.clear()
                 stranded.append((time.monotonic(), count, info.num_ack_pending))
@@ -792,11 +793,11 @@ def test_a_stalled_database_leaves_messages_in_the_stream_not_in_memory(city, st
     try:
         blocker.execute("LOCK TABLE twin IN ACCESS EXCLUSIVE MODE")  # every ingest batch now waits
         asyncio.run(publish_burst(stack.endpoints.nats_url, messages))
-        info = eventually(lambda: (lambda i: i if i.num_ack_pending >= MAX_ACK_PENDING - 1000
+        info = eventually(lambda: (lambda i: i if i.num_ack_pending >= MAX_ACK_PENDING // 2
                                    and i.num_pending + i.num_ack_pending >= total else None)(
             asyncio.run(_consumer(stack.endpoints.nats_url))), "every message stored, the worker holding what it may")
         assert info.num_ack_pending <= MAX_ACK_PENDING
-        assert info.num_pending >= total - MAX_ACK_PENDING - 1000  # the rest waits in the stream, on disk
+        assert info.num_pending >= total - MAX_ACK_PENDING  # the rest waits in the stream, on disk
         time.sleep(ACK_WAIT_S + 2)  # past the ack wait: without the heartbeat, everything would be redelivered
         info = asyncio.run(_consumer(stack.endpoints.nats_url))
         assert info.num_redelivered == before and info.num_ack_pending <= MAX_ACK_PENDING

@@ -114,18 +114,12 @@ async def drop_partitions_before(conn: psycopg.AsyncConnection, cutoff: dt.date)
 
 _json = msgspec.json.Encoder()
 
+# Staging rows go in by binary COPY: psycopg's C dumpers write timestamps and text, and jsonb through
+# msgspec (db.use_fast_json): twice as fast as building COPY text, where formatting five timestamps a
+# reading was a sixth of a worker's time.
+_READING_TYPES = ["text", "text", "timestamptz", "timestamptz", "jsonb", "int8"]
+_TWIN_TYPES = ["text", "text", "timestamptz", "timestamptz", "jsonb", "timestamptz", "int8"]
 
-def _copy_text(readings: Sequence[StagedReading]) -> bytes:
-    """COPY text rows for the staging table, built in one pass (several times faster than a row at a
-    time). Ids are asset ids and kinds are catalogue names (no tab, newline or backslash: checked at
-    registration); JSON has no raw control characters, only its backslashes need doubling for COPY."""
-    lines = []
-    for staged in readings:
-        r = staged.reading
-        values = _json.encode(r.values).replace(b"\\", b"\\\\")
-        lines.append(b"%s\t%s\t%s\t%s\t%s\t%d\n" % (r.asset_id.encode(), r.kind.encode(), r.ts.isoformat().encode(),
-                                                      staged.received_at.isoformat().encode(), values, staged.stream_seq))
-    return b"".join(lines)
 
 
 @dataclass
@@ -148,6 +142,8 @@ NEVER = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
 def merge_readings(readings: Sequence[StagedReading]) -> list[StagedReading]:
     """One row per (asset, timestamp): two messages about the same instant (telemetry and state, a
     duplicate) merge their values, the later-delivered winning a value both carry."""
+    if len({(s.reading.asset_id, s.reading.ts) for s in readings}) == len(readings):
+        return list(readings)  # the common case: nothing to merge
     merged: dict[tuple[str, dt.datetime], StagedReading] = {}
     for staged in sorted(readings, key=lambda s: s.stream_seq):
         key = (staged.reading.asset_id, staged.reading.ts)
@@ -217,8 +213,12 @@ async def apply_batch(conn: psycopg.AsyncConnection, readings: Sequence[StagedRe
             asset_id text, kind text, ts timestamptz, received_at timestamptz, values jsonb, seq bigint)
             ON COMMIT DELETE ROWS""")
         async with conn.cursor().copy("COPY staging_readings (asset_id, kind, ts, received_at, values, seq) "
-                                      "FROM STDIN") as copy:
-            await copy.write(_copy_text(readings))
+                                      "FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_READING_TYPES)
+            for staged in readings:
+                r = staged.reading
+                await copy.write_row((r.asset_id, r.kind, r.ts, staged.received_at, r.values,
+                                      staged.stream_seq))
         cur = await conn.execute(
             "INSERT INTO readings AS r (asset_id, ts, received_at, values) "
             "SELECT asset_id, ts, received_at, values FROM staging_readings "
@@ -237,16 +237,14 @@ async def apply_batch(conn: psycopg.AsyncConnection, readings: Sequence[StagedRe
         await conn.execute("""CREATE TEMP TABLE IF NOT EXISTS staging_twin (
             asset_id text, kind text, ts timestamptz, received_at timestamptz, values jsonb, last_seen timestamptz,
             seq bigint) ON COMMIT DELETE ROWS""")
-        lines = []
+        rows = []
         for asset_id in ids:
             update = updates.get(asset_id)
             if update is None:
                 kind, when = touched[asset_id]
                 update = TwinUpdate(asset_id, kind, NEVER, {}, when, 0)
-            lines.append(b"%s\t%s\t%s\t%s\t%s\t%s\t%d\n" % (
-                asset_id.encode(), update.kind.encode(), update.ts.isoformat().encode(),
-                update.received_at.isoformat().encode(), _json.encode(update.values).replace(b"\\", b"\\\\"),
-                update.received_at.isoformat().encode(), update.seq))
+            rows.append((asset_id, update.kind, update.ts, update.received_at, update.values,
+                         update.received_at, update.seq))
             previous = old.get(asset_id)
             if previous is None:
                 if update.values:
@@ -260,8 +258,10 @@ async def apply_batch(conn: psycopg.AsyncConnection, readings: Sequence[StagedRe
                 result.twin_changes.append(TwinChange(asset_id, update.kind, max(update.ts, old_ts), changed,
                                                       back_online, new=False))
         async with conn.cursor().copy("COPY staging_twin (asset_id, kind, ts, received_at, values, last_seen, seq) "
-                                      "FROM STDIN") as copy:
-            await copy.write(b"".join(lines))
+                                      "FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_TWIN_TYPES)
+            for row in rows:
+                await copy.write_row(row)
         await conn.execute(_UPSERT_TWIN)
     if events:
         async with conn.cursor() as cur:

@@ -44,7 +44,8 @@ from .protocol import STREAM, STREAM_SUBJECTS
 log = logging.getLogger("citypilot.ingest")
 
 ACK_WAIT_S = 10.0  # a worker holding a message longer (database down) reports progress on it
-MAX_ACK_PENDING = 4_000  # per partition: a worker consuming all 16 holds at most 64,000 messages
+MAX_ACK_PENDING = 1_000  # per partition: a worker consuming all 16 holds at most 16,000 messages, under two
+# seconds of work; holding more only makes messages wait longer in memory (and need progress acks)
 MISFIT = -1  # the consumer of what is not partitioned, owned with partition 0
 
 
@@ -130,8 +131,14 @@ async def ensure_stream(js: JetStreamContext, max_bytes: int, replicas: int = 1,
             await js.delete_consumer(STREAM, name)
             existing.pop(name)
     for name, consumer in wanted.items():
-        if name not in existing:
-            await js.add_consumer(STREAM, consumer_config(layout, consumer))
+        config = consumer_config(layout, consumer)
+        current = existing[name].config if name in existing else None
+        if current is None or (current.deliver_subject, current.max_ack_pending) != (config.deliver_subject,
+                                                                                   config.max_ack_pending):
+            # (created, or brought up to date; the ack wait is left as an operator may have tuned it)
+            if current is not None:
+                config.ack_wait = current.ack_wait
+            await js.add_consumer(STREAM, config)
     return layout
 
 

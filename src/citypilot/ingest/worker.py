@@ -207,10 +207,12 @@ class IngestWorker:
             if stop.is_set():
                 break
             await self.rebalance()
-            old = time.monotonic() - ACK_WAIT_S / 3
-            for reply, since, _ in list(self._held.values()):
-                if since < old:
+            now = time.monotonic()
+            old = now - ACK_WAIT_S / 3
+            for seq, (reply, since, consumer) in list(self._held.items()):
+                if since < old:  # then again a third of the ack wait later, not every second
                     await self.nc.publish(reply, b"+WPI")
+                    self._held[seq] = (reply, now, consumer)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Commit batches until ``stop`` is set, then finish what was delivered and give back the partitions."""
