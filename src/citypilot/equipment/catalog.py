@@ -15,7 +15,7 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from typing import Any, Mapping
 
@@ -143,6 +143,11 @@ class KindSpec:
     @property
     def attribute(self) -> dict[str, FieldSpec]:
         return {a.name: a for a in self.attributes}
+
+    @cached_property
+    def telemetry_field(self) -> dict[str, FieldSpec]:
+        """The telemetry fields by name, built once: ingestion looks them up for every reading."""
+        return {t.name: t for t in self.telemetry}
 
     def describe(self) -> dict[str, Any]:
         return {

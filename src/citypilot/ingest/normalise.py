@@ -112,8 +112,7 @@ def _check_time(ts: dt.datetime | None, received_at: dt.datetime, limits: Limits
 
 
 def _check_values(values: dict[str, Any], kind: str, catalog: Catalog, limits: Limits) -> tuple[dict[str, Any], Rejection | None]:
-    spec = catalog.kinds[kind]
-    fields = {f.name: f for f in spec.telemetry}
+    fields = catalog.kinds[kind].telemetry_field
     if not values:
         return values, Rejection("schema", "no values")
     clean: dict[str, Any] = {}
