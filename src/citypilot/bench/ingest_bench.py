@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import gmqtt
-from gmqtt.mqtt.constants import MQTTv311
 import nats
 import psycopg
+from gmqtt.mqtt.constants import MQTTv311
 from nats.js.api import StreamConfig
 from psycopg_pool import AsyncConnectionPool
 
@@ -117,6 +117,26 @@ def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return process
 
 
+async def _wait_for_balance(database_url: str, workers: int, timeout: float = 15.0) -> None:
+    """Measure the steady state: wait until the workers have shared out the stream's partitions (a hand-over
+    under load delays the messages pushed at that moment by the consumers' ack wait; see production.md)."""
+    from citypilot.ingest.partitions import PARTITION_LOCK
+
+    deadline = time.monotonic() + timeout
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            rows = await (await conn.execute(
+                "SELECT pid, count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s::oid "
+                "AND objsubid = 2 GROUP BY pid", (PARTITION_LOCK,))).fetchall()
+            counts = [n for _, n in rows]
+            if len(counts) == min(workers, protocol.PARTITIONS) and sum(counts) == protocol.PARTITIONS \
+                    and max(counts) - min(counts) <= 1:
+                await asyncio.sleep(0.5)  # the last drains finish
+                return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"the {workers} workers did not share out the partitions within {timeout} s")
+
+
 def run_ingest_benchmark(config: Config, plan: Plan) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="citypilot-bench-") as tmp:
         cfg = replace(config, data_dir=Path(tmp), database_url=None, nats_url=None, nats_port=free_port(),
@@ -191,6 +211,7 @@ async def _run(cfg: Config, database_url: str, nats_url: str, plan: Plan) -> dic
     env.update(CITYPILOT_DATABASE_URL=database_url, CITYPILOT_NATS_URL=nats_url, CITYPILOT_DATA_DIR=str(cfg.data_dir),
                CITYPILOT_LOG_LEVEL="warning", CITYPILOT_INGEST_BATCH_SIZE=str(cfg.ingest_batch_size))
     workers = [_start_worker(env) for _ in range(plan.workers)]
+    await _wait_for_balance(database_url, plan.workers)
     killed = 0
     counter[0] = 0
     jobs = split([(topic, None, device, readings) for topic, device, readings in devices])

@@ -131,12 +131,18 @@ class IngestWorker:
             pending_bytes_limit=256 * 1024 * 1024)
 
     async def _unsubscribe(self, consumer: int) -> None:
+        """Stop consuming, keeping what the server already sent: a drain tells the server, waits for its
+        answer (after the last message it sent us) and hands us everything before it; those messages are
+        committed and acknowledged as usual rather than dropped and redelivered 10 s later."""
         subscription = self._subscriptions.pop(consumer, None)
         if subscription is not None:
             try:
-                await subscription.unsubscribe()
-            except Exception:  # the connection is gone: so is the subscription
-                pass
+                await asyncio.wait_for(subscription.drain(), timeout=5)
+            except Exception:  # the connection is gone, or too slow: what was not handed over is redelivered
+                try:
+                    await subscription.unsubscribe()
+                except Exception:
+                    pass
 
     async def rebalance(self) -> None:
         """Take free partitions up to our share, give back what we hold beyond it (see partitions.py).
