@@ -129,8 +129,9 @@ async def _wait_for_balance(database_url: str, workers: int, timeout: float = 15
                 "SELECT pid, count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s::oid "
                 "AND objsubid = 2 GROUP BY pid", (PARTITION_LOCK,))).fetchall()
             counts = [n for _, n in rows]
+            share = -(-protocol.PARTITIONS // workers)  # what each may hold (partitions.plan)
             if len(counts) == min(workers, protocol.PARTITIONS) and sum(counts) == protocol.PARTITIONS \
-                    and max(counts) - min(counts) <= 1:
+                    and max(counts) <= share:
                 await asyncio.sleep(0.5)  # the last drains finish
                 return
             await asyncio.sleep(0.1)
@@ -211,7 +212,13 @@ async def _run(cfg: Config, database_url: str, nats_url: str, plan: Plan) -> dic
     env.update(CITYPILOT_DATABASE_URL=database_url, CITYPILOT_NATS_URL=nats_url, CITYPILOT_DATA_DIR=str(cfg.data_dir),
                CITYPILOT_LOG_LEVEL="warning", CITYPILOT_INGEST_BATCH_SIZE=str(cfg.ingest_batch_size))
     workers = [_start_worker(env) for _ in range(plan.workers)]
-    await _wait_for_balance(database_url, plan.workers)
+    try:
+        await _wait_for_balance(database_url, plan.workers)
+    except BaseException:
+        for worker in workers:
+            worker.kill()
+            worker.wait(timeout=30)
+        raise
     killed = 0
     counter[0] = 0
     jobs = split([(topic, None, device, readings) for topic, device, readings in devices])
