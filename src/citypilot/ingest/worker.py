@@ -160,9 +160,11 @@ class IngestWorker:
                 self._releasing.add(partition)
                 log.info("partition given back", extra={"worker": self.name, "partition": partition})
             for partition in await self.leases.take(decision.take):
-                for consumer in self._consumers_of(partition):
-                    await self._subscribe(consumer)
                 log.info("partition taken", extra={"worker": self.name, "partition": partition})
+            for partition in self.stream_partitions:  # taken now, or earlier with a subscription that failed
+                for consumer in self._consumers_of(partition):
+                    if consumer not in self._subscriptions:
+                        await self._subscribe(consumer)
             await self._finish_releases()
         except psycopg.Error as exc:
             log.warning("partition leases lost; consuming nothing until the database answers",
@@ -214,13 +216,17 @@ class IngestWorker:
                 pass
             if stop.is_set():
                 break
-            await self.rebalance()
-            now = time.monotonic()
-            old = now - ACK_WAIT_S / 3
-            for seq, (reply, since, consumer) in list(self._held.items()):
-                if since < old:  # then again a third of the ack wait later, not every second
-                    await self.nc.publish(reply, b"+WPI")
-                    self._held[seq] = (reply, now, consumer)
+            try:
+                await self.rebalance()
+                now = time.monotonic()
+                old = now - ACK_WAIT_S / 3
+                for seq, (reply, since, consumer) in list(self._held.items()):
+                    if since < old:  # then again a third of the ack wait later, not every second
+                        await self.nc.publish(reply, b"+WPI")
+                        self._held[seq] = (reply, now, consumer)
+            except Exception as exc:  # NATS away: try again at the next tick, never stop coordinating
+                log.warning("partition coordination failed; retrying", extra={"worker": self.name,
+                                                                             "error": f"{type(exc).__name__}: {exc}"[:300]})
 
     async def run(self, stop: asyncio.Event) -> None:
         """Commit batches until ``stop`` is set, then finish what was delivered and give back the partitions."""
