@@ -182,7 +182,7 @@ def test_a_device_cannot_speak_for_another_device(city, stack):
 @pytest.mark.usefixtures("embedded")
 def test_a_login_without_a_valid_password_is_refused_at_connect(city, stack):
     """Anonymous, wrong password, unknown user: CONNACK 5 (not authorised), nothing published. The NATS
-    client port refuses anonymous connections too."""
+    client port refuses anonymous connections too, and device credentials."""
     import nats
 
     light, = city.import_assets({"id": "SL-1", "kind": "street_light"})
@@ -196,12 +196,17 @@ def test_a_login_without_a_valid_password_is_refused_at_connect(city, stack):
         assert done.returncode != 0 and "not authorised" in done.stderr.lower(), (args, done.stderr)
     assert city.state(light) is None
 
-    async def anonymous_nats() -> None:
+    async def nats_login(login: str) -> None:
         host_port = stack.endpoints.nats_url.rsplit("@", 1)[1]
-        await nats.connect(f"nats://{host_port}", allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=5)
+        await nats.connect(f"nats://{login}{host_port}", allow_reconnect=False, max_reconnect_attempts=0,
+                           connect_timeout=5)
 
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        asyncio.run(anonymous_nats())
+        asyncio.run(nats_login(""))
+    # A device's own credential opens MQTT only, not the NATS client port meant for citypilot's processes.
+    assert asyncio.run(refused_code(port, username, token)) is None
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        asyncio.run(nats_login(f"{username}:{token}@"))
 
 
 @pytest.mark.usefixtures("embedded")
@@ -220,7 +225,9 @@ def test_a_revoked_credential_is_disconnected_and_refused_without_restarting(cit
             response = await asyncio.to_thread(city.client.delete, f"/api/v1/assets/{light}/credentials/{revoked_id}",
                                                headers=city.headers())
             assert response.status_code == 204, response.text
-            await asyncio.wait_for(revoked.disconnected.wait(), 5)
+            # Already applied when the answer arrives: no waiting, no retry.
+            assert await refused_code(port, f"cpd_{revoked_id}", revoked_token) == NOT_AUTHORISED
+            await asyncio.wait_for(revoked.disconnected.wait(), 1)
             assert kept.is_connected and not kept.disconnected.is_set()
             await publish_acknowledged(kept, [(protocol.topic(light, "telemetry"), reading(utcnow(), power_w=7.0))])
         finally:
@@ -311,3 +318,29 @@ def test_nats_users_prints_the_users_block_of_an_external_nats(city, stack, tmp_
     finally:
         server.terminate()
         server.wait(10)
+
+
+@pytest.mark.usefixtures("embedded")
+def test_a_credential_change_the_broker_has_not_taken_is_not_reported_as_done(city, stack, monkeypatch):
+    """When the broker cannot reload (simulated here: its refresh raises), the change stays committed,
+    but the answers say it is not in force: the new token comes back with ``mqtt_active: false``, the
+    revocation with 202 (a connected device may still be connected), and /metrics shows the lag."""
+    light, = city.import_assets({"id": "SL-1", "kind": "street_light"})
+    context = city.client.app.state.context
+
+    async def broker_refuses() -> None:
+        from citypilot.runtime.broker_sync import STALE
+
+        STALE.set(1)
+        raise RuntimeError("reload refused")
+
+    monkeypatch.setattr(context.broker_users, "refresh", broker_refuses)
+    issued = city.client.post(f"/api/v1/assets/{light}/credentials", headers=city.headers())
+    assert issued.status_code == 201 and issued.json()["mqtt_active"] is False and "warning" in issued.json()
+    revoked = city.client.delete(f"/api/v1/assets/{light}/credentials/{issued.json()['credential_id']}",
+                                 headers=city.headers())
+    assert revoked.status_code == 202 and revoked.json()["mqtt_disconnected"] is False
+    assert "citypilot_broker_users_stale 1.0" in city.client.get("/metrics").text
+    monkeypatch.undo()  # the real refresh, for the next tests
+    listed = city.client.get(f"/api/v1/assets/{light}/credentials", headers=city.headers()).json()
+    assert listed and all(c["revoked_at"] for c in listed)  # committed all the same

@@ -45,8 +45,9 @@ def test_the_mqtt_password_hash_is_a_cheap_bcrypt_of_the_whole_token():
 def test_the_users_block_has_the_internal_user_unrestricted_and_no_anonymous_user():
     text = "\n".join(render_users(HASH, [device_user("0a1b2c3d4e5f", "SL-1", HASH)]))
     assert f'{{ user: "{INTERNAL_USER}", password: "{HASH}" }}' in text
-    assert ('{ user: "cpd_0a1b2c3d4e5f", password: "' + HASH + '", permissions: { publish: { allow: '
-            '["citypilot.v1.SL-1.>"] }, subscribe: { allow: ["citypilot.cmd.v1.SL-1"] } } }') in text
+    assert ('{ user: "cpd_0a1b2c3d4e5f", password: "' + HASH + '", allowed_connection_types: ["MQTT"], '
+            'permissions: { publish: { allow: ["citypilot.v1.SL-1.>"] }, subscribe: { allow: '
+            '["citypilot.cmd.v1.SL-1"] } } }') in text
     assert "no_auth_user" not in text
 
 
@@ -55,6 +56,7 @@ def test_the_users_block_has_the_internal_user_unrestricted_and_no_anonymous_use
     BrokerUser("cpd_x", HASH, ('citypilot.v1.X.>"] } }\n', ), ("b",)),
     BrokerUser("cpd_x", HASH, None, None),                             # a device is never unrestricted
     BrokerUser(INTERNAL_USER, HASH, ("a",), ("b",)),
+    BrokerUser("cpd_x\n", HASH, ("a",), ("b",)),                       # a final newline
 ])
 def test_nothing_unexpected_is_written_into_the_configuration(user):
     with pytest.raises(ValueError):
@@ -76,3 +78,22 @@ def test_the_internal_secret_is_made_once_and_private(tmp_path: Path):
     path = tmp_path / "nats" / "internal-secret"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in path.parent.iterdir()] == ["internal-secret"]  # no temporary file left behind
+
+
+def test_an_empty_or_short_internal_secret_file_is_refused_not_used(tmp_path):
+    """An empty secret would let anyone in as citypilot with an empty password."""
+    from citypilot.runtime.embedded_nats import INTERNAL_SECRET_FILE, internal_secret
+    from citypilot.runtime.errors import StartupError
+
+    created = internal_secret(tmp_path)
+    assert len(created) >= 32 and internal_secret(tmp_path) == created
+    for content in ("", "\n", "short"):
+        (tmp_path / "nats" / INTERNAL_SECRET_FILE).write_text(content)
+        with pytest.raises(StartupError, match="no usable secret"):
+            internal_secret(tmp_path)
+
+
+def test_an_asset_id_with_a_final_newline_is_not_an_asset_id():
+    from citypilot.registry.sheet import ASSET_ID_RE
+
+    assert ASSET_ID_RE.match("SL-1") and not ASSET_ID_RE.match("SL-1\n")

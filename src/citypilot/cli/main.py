@@ -306,8 +306,9 @@ def nats_users(
     import bcrypt
 
     from citypilot.auth.broker_users import load_device_users
-    from citypilot.auth.devices import BCRYPT_COST
     from citypilot.runtime.embedded_nats import render_users
+
+    OPERATOR_BCRYPT_COST = 12  # noqa: N806
 
     if not password_stdin:
         fail("give citypilot's NATS password on standard input, with --password-stdin", 2)
@@ -317,7 +318,8 @@ def nats_users(
     config = get_config(ctx)
     with database(config) as url:
         users = load_device_users(url)
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_COST)).decode()
+    # The operator's password may be one a person chose: a slow hash (unlike the devices' random tokens).
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(OPERATOR_BCRYPT_COST)).decode()
     try:
         lines = render_users(hashed, users, internal_user=user)
     except ValueError as exc:

@@ -27,7 +27,7 @@ from citypilot.geo.communes import Communes
 from citypilot.geo.projection import to_lambert93
 
 STATUSES = ("planned", "in_service", "out_of_service", "retired")
-ASSET_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+ASSET_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")  # \Z: "$" would let a final newline through
 ASSET_ID_RULE = "1 to 64 letters, digits, '-' or '_', starting with a letter or digit (safe in MQTT topics and NATS subjects)"
 CORE_FIELDS = ("id", "kind", "name", "lat", "lon", "geometry", "address", "service", "manufacturer", "model",
                "installed_on", "status", "reported_by", "commune", "attributes")

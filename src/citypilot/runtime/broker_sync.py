@@ -14,6 +14,7 @@ import logging
 from contextlib import suppress
 
 import psycopg
+from prometheus_client import Gauge
 from psycopg_pool import AsyncConnectionPool
 
 from citypilot.auth.broker_users import NOTIFY_CHANNEL, load_device_users_async
@@ -22,6 +23,8 @@ from .embedded_nats import EmbeddedNats
 
 log = logging.getLogger("citypilot.broker")
 RETRY_S = 2.0
+STALE = Gauge("citypilot_broker_users_stale",
+              "1 while the embedded broker's device users lag behind the database (its last refresh failed)")
 
 
 class BrokerUserSync:
@@ -36,12 +39,24 @@ class BrokerUserSync:
     async def refresh(self) -> None:
         """Read the active credentials and apply them; returns once the server has reloaded."""
         async with self._lock:  # one reader at a time, so the last one applied is the newest
-            async with self.pool.connection() as conn:
-                users = await load_device_users_async(conn)
-            if await asyncio.to_thread(self.server.apply_device_users, users):
-                log.info("broker device users reloaded", extra={"device_users": len(users)})
+            try:
+                async with self.pool.connection() as conn:
+                    users = await load_device_users_async(conn)
+                if await asyncio.to_thread(self.server.apply_device_users, users):
+                    log.info("broker device users reloaded", extra={"device_users": len(users)})
+            except BaseException:
+                STALE.set(1)
+                raise
+            STALE.set(0)
 
     async def start(self) -> None:
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(
+                "SELECT count(*) FROM device_credentials WHERE revoked_at IS NULL AND mqtt_password_hash IS NULL"
+            )).fetchone()
+        if row and row[0]:  # issued before MQTT logins existed: say so, rather than refuse devices silently
+            log.warning("device credentials without an MQTT login: they work over HTTP only; issue new ones for "
+                        "devices that connect over MQTT", extra={"credentials": row[0]})
         self._task = asyncio.create_task(self._listen(), name="broker-user-sync")
         # Wait (briefly) for the LISTEN, so that no change made after start can be missed.
         with suppress(asyncio.TimeoutError):

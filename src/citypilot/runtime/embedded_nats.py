@@ -39,7 +39,7 @@ RELOAD_TIMEOUT_S = 30.0  # the server re-checks every connected client's passwor
 INTERNAL_USER = "citypilot"
 INTERNAL_SECRET_FILE = "internal-secret"
 # Every value written between quotes in the configuration: user names, bcrypt hashes, subjects.
-_CONFIG_VALUE = re.compile(r"^[A-Za-z0-9_.$/>*-]+$")
+_CONFIG_VALUE = re.compile(r"[A-Za-z0-9_.$/>*-]+")  # used with fullmatch: no trailing newline slips through
 # Internal logins of the servers this process started, by MQTT port: for the process's own MQTT
 # clients (the ingest benchmark's publishers) that know the port and nothing else.
 _STARTED_HERE: dict[int, tuple[str, str]] = {}
@@ -70,11 +70,25 @@ def find_nats_server() -> Path:
                        "or set CITYPILOT_NATS_URL to an external NATS server.")
 
 
+MIN_SECRET_LENGTH = 32
+
+
+def _checked_secret(path: Path) -> str:
+    """The secret in ``path``, refused if it is too short to be one we wrote (an empty file, after a crash
+    or a bad restore, would otherwise let anyone log in as citypilot with an empty password)."""
+    value = path.read_text().strip()
+    if len(value) < MIN_SECRET_LENGTH:
+        raise StartupError(f"{path} holds no usable secret ({len(value)} characters, at least {MIN_SECRET_LENGTH} "
+                           "expected). Stop every citypilot process of this data directory, delete the file and "
+                           "start again: a new secret is generated.")
+    return value
+
+
 def internal_secret(data_dir: Path) -> str:
     """The internal user's password, generated at first use and kept (mode 600) in the data directory."""
     path = data_dir / "nats" / INTERNAL_SECRET_FILE
     try:
-        return path.read_text().strip()
+        return _checked_secret(path)
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,13 +98,20 @@ def internal_secret(data_dir: Path) -> str:
     descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as out:
         out.write(secrets.token_urlsafe(32))
+        out.flush()
+        os.fsync(out.fileno())  # on disk before it is linked into place: a crash never leaves it empty
     try:
         os.link(tmp, path)
     except FileExistsError:
         pass
     finally:
         tmp.unlink()
-    return path.read_text().strip()
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return _checked_secret(path)
 
 
 def internal_login(data_dir: Path) -> tuple[str, str]:
@@ -114,7 +135,7 @@ def mqtt_login(mqtt_port: int) -> tuple[str, str]:
 
 
 def _quoted(value: str) -> str:
-    if not _CONFIG_VALUE.match(value):
+    if not _CONFIG_VALUE.fullmatch(value):
         raise ValueError(f"not written into the broker configuration: {value!r}")
     return f'"{value}"'
 
@@ -132,7 +153,9 @@ def render_users(internal_password_hash: str, device_users: Sequence[BrokerUser]
     for user in device_users:
         if user.username == internal_user or user.publish is None or user.subscribe is None:
             raise ValueError(f"a device user must be restricted and not named {internal_user!r}: {user.username!r}")
-        lines.append(f"    {{ user: {_quoted(user.username)}, password: {_quoted(user.password_hash)}, permissions: "
+        # MQTT only: a device credential does not open the NATS client port (meant for citypilot's processes).
+        lines.append(f"    {{ user: {_quoted(user.username)}, password: {_quoted(user.password_hash)}, "
+                     f'allowed_connection_types: ["MQTT"], permissions: '
                      f"{{ publish: {_permission(user.publish)}, subscribe: {_permission(user.subscribe)} }} }}")
     return lines + ["  ]", "}"]
 
@@ -141,6 +164,10 @@ def render_config(ports: NatsPorts, store_dir: Path, internal_password_hash: str
                   device_users: Sequence[BrokerUser] = ()) -> str:
     """nats-server configuration: JetStream with its store in the data directory, MQTT for devices,
     and who may connect."""
+    for what, value in (("host", ports.host), ("MQTT host", ports.mqtt_host), ("data directory", str(store_dir))):
+        if any(c in value for c in '"\\\n\r'):
+            raise StartupError(f"the embedded NATS server cannot be configured with this {what}: {value!r} "
+                               "(no quotes, backslashes or line breaks)")
     lines = [
         "# Written by citypilot at each start and when device credentials change: edit citypilot's settings, not this file.",
         "server_name: citypilot",

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
 from psycopg.rows import dict_row
 
 from citypilot.auth import devices
@@ -128,16 +129,20 @@ async def list_dead_letters(
     return FastJSONResponse({"items": items, "next_cursor": next_cursor})
 
 
-async def _update_broker(context: AppContext) -> None:
-    """With the embedded broker, wait until it knows the change, so that the answer means it is done.
-    (The database's notification would bring it there too: this only waits for it.)"""
+async def _update_broker(context: AppContext) -> bool:
+    """With the embedded broker, wait until it knows the change, so that the answer means it is done
+    (the database's notification would bring it there too: this only waits for it). False when the
+    broker could not take it: the change is committed, and the broker catches up at a later refresh
+    (every 2 s), but the caller must say it is not in force yet."""
     if context.broker_users is None:
-        return
+        return True
     try:
         await context.broker_users.refresh()
-    except Exception as exc:  # the database is the reference: the broker catches up at its next refresh
+    except Exception as exc:
         log.error("the MQTT broker's device users could not be updated",
                   extra={"error": f"{type(exc).__name__}: {exc}"})
+        return False
+    return True
 
 
 @router.post("/assets/{asset_id}/credentials", status_code=201,
@@ -151,10 +156,13 @@ async def issue_credential(asset_id: str, principal: Principal = allow(CREDENTIA
         if asset["status"] == "retired":
             raise Problem(409, f"{asset_id} is retired")
         credential_id, token = await devices.issue(conn, asset_id, principal.username)
-    await _update_broker(context)
-    return {"device": asset_id, "credential_id": credential_id, "token": token,
-            "mqtt_username": devices.mqtt_username(credential_id),
-            "note": "keep the token now: it is not stored and cannot be shown again"}
+    in_force = await _update_broker(context)
+    answer = {"device": asset_id, "credential_id": credential_id, "token": token,
+              "mqtt_username": devices.mqtt_username(credential_id), "mqtt_active": in_force,
+              "note": "keep the token now: it is not stored and cannot be shown again"}
+    if not in_force:  # the token is shown once: answer with it, and say MQTT is not open to it yet
+        answer["warning"] = "the MQTT broker has not taken this credential yet (it retries every 2 s; see the logs)"
+    return answer
 
 
 @router.get("/assets/{asset_id}/credentials", summary="A device's credentials (ids and dates, never secrets)")
@@ -165,13 +173,20 @@ async def list_credentials(asset_id: str, principal: Principal = allow(CREDENTIA
         return await devices.list_for(conn, asset_id)
 
 
-@router.delete("/assets/{asset_id}/credentials/{credential_id}", status_code=204, summary="Revoke a device credential",
+@router.delete("/assets/{asset_id}/credentials/{credential_id}", status_code=204, response_model=None,
+               responses={202: {"description": "Revoked, but the embedded MQTT broker has not applied it yet"}}, summary="Revoke a device credential",
                description="With the embedded broker, a device connected over MQTT with this credential is "
                            "disconnected, and refused from then on, when this answer arrives.")
 async def revoke_credential(asset_id: str, credential_id: str, principal: Principal = allow(CREDENTIAL_ADMINS),
-                            context: AppContext = Depends(get_context)) -> None:
+                            context: AppContext = Depends(get_context)) -> Response | None:
     async with context.pool.connection() as conn:
         if not await devices.revoke(conn, asset_id, credential_id):
             raise Problem(404, f"no active credential {credential_id!r} for {asset_id!r}")
-    await _update_broker(context)
+    if not await _update_broker(context):
+        # Revoked in the database, but a device connected with it may still be: not "done" (204).
+        return JSONResponse(status_code=202, content={
+            "revoked": True, "mqtt_disconnected": False,
+            "warning": "revoked, but the MQTT broker has not applied it yet (it retries every 2 s; see the logs): "
+                       "a device connected with this credential may still be connected"})
+    return None
 
