@@ -179,3 +179,13 @@ def test_readings_older_than_the_stored_state_stay_out_of_the_twin():
     assert "SL-2" not in updates  # only late readings: history and a sign of life, not the live state
     same_instant = twin_updates([staged("SL-1", 0, 1, power_w=5.0)], {"SL-1": stored})
     assert same_instant["SL-1"].values == {"power_w": 5.0}  # the same instant merges
+
+
+def test_one_reading_per_asset_a_gateways_batch_follows_the_same_rules():
+    """The path for batches where no asset repeats (a cabinet's lights): late readings stay out, the
+    same instant merges, an asset never seen before is taken as it comes."""
+    updates = twin_updates([staged("SL-1", -300, 1, power_w=3.0), staged("SL-2", 0, 2, power_w=5.0),
+                            staged("SL-3", 7, 3, power_w=1.0)], {"SL-1": NOW, "SL-2": NOW})
+    assert "SL-1" not in updates
+    assert updates["SL-2"].values == {"power_w": 5.0} and updates["SL-3"].values == {"power_w": 1.0}
+    assert updates["SL-3"].seq == 3

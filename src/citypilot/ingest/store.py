@@ -165,6 +165,14 @@ def twin_updates(readings: Sequence[StagedReading], floor: dict[str, dt.datetime
     """
     floor = floor or {}
     updates: dict[str, TwinUpdate] = {}
+    if len({s.reading.asset_id for s in readings}) == len(readings):
+        # The common case (a gateway's lights, one reading each): nothing to merge, no order to follow.
+        for staged in readings:
+            r = staged.reading
+            if r.asset_id not in floor or r.ts >= floor[r.asset_id]:
+                updates[r.asset_id] = TwinUpdate(r.asset_id, r.kind, r.ts, dict(r.values), staged.received_at,
+                                                 staged.stream_seq)
+        return updates
     for staged in sorted(readings, key=lambda s: (s.reading.ts, s.stream_seq)):
         r = staged.reading
         if r.asset_id in floor and r.ts < floor[r.asset_id]:
