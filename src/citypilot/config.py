@@ -64,7 +64,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("auth_token_ttl_minutes", int, 480, "Lifetime of a login token (a control-room shift), 1 to 10080."),
     Setting("metrics_token", str, None, "If set, /metrics requires 'Authorization: Bearer <token>'.", secret=True),
     Setting("ingest_workers", int, 1, "Ingest workers run inside `citypilot serve` (0: only `citypilot worker` processes ingest)."),
-    Setting("ingest_batch_size", int, 1000, "Messages a worker takes from the stream and commits at once."),
+    Setting("ingest_batch_size", int, 2500, "Messages a worker takes from the stream and commits at once."),
     Setting("ingest_max_message_bytes", int, 256 * 1024, "Largest device message applied; larger ones are dead-lettered."),
     Setting("ingest_max_future_s", int, 300, "How far ahead of the server clock a device timestamp may be."),
     Setting("ingest_max_age_days", int, 7, "How late a reading may arrive (older ones are dead-lettered)."),

@@ -52,6 +52,9 @@ from .stream import (
 log = logging.getLogger("citypilot.ingest")
 _encoder = msgspec.json.Encoder()
 BATCH_LINGER_S = 0.02
+# A batch also ends at this many payload bytes: 2,500 single readings are 200 KB, but 2,500 gateway
+# messages would be 75,000 readings in one transaction; 2 MiB of them is about 20,000.
+BATCH_MAX_BYTES = 2 * 1024 * 1024
 
 MESSAGES = Counter("citypilot_ingest_messages_total", "Device messages taken from the stream", ["outcome"])
 READINGS = Counter("citypilot_ingest_readings_total", "Readings accepted (one per asset and timestamp)")
@@ -75,7 +78,7 @@ class Parsed:
 
 class IngestWorker:
     def __init__(self, nc: NATS, pool: AsyncConnectionPool, catalog: Catalog, limits: Limits, database_url: str, *,
-                 batch_size: int = 1000, stream_max_bytes: int = 10 * 1024**3, stream_replicas: int = 1,
+                 batch_size: int = 2500, stream_max_bytes: int = 10 * 1024**3, stream_replicas: int = 1,
                  name: str = "ingest") -> None:
         self.nc = nc
         self.js = nc.jetstream()
@@ -95,6 +98,7 @@ class IngestWorker:
         self._subscriptions: dict[int, Subscription] = {}  # consumer -> our subscription to its deliver subject
         self._releasing: set[int] = set()  # partitions given back once their held messages are committed
         self._buffer: list[Msg] = []
+        self._buffered_bytes = 0
         # Messages we hold unacknowledged, by stream seq: (latest ack subject, since when, consumer).
         self._held: dict[int, tuple[str, float, int]] = {}
         self._held_by_consumer: Tally[int] = Tally()
@@ -191,7 +195,8 @@ class IngestWorker:
             self._held[info[0]] = (msg.reply, time.monotonic(), consumer)
             self._held_by_consumer[consumer] += 1
         self._buffer.append(msg)
-        if len(self._buffer) >= self.batch_size:
+        self._buffered_bytes += len(msg.data)
+        if len(self._buffer) >= self.batch_size or self._buffered_bytes >= BATCH_MAX_BYTES:
             self._wake.set()
 
     async def _ack(self, msg: Msg) -> None:
@@ -232,7 +237,7 @@ class IngestWorker:
         """Commit batches until ``stop`` is set, then finish what was delivered and give back the partitions."""
         coordinator = asyncio.create_task(self._coordinate(stop), name=f"{self.name}-coordinator")
         while not stop.is_set():
-            if len(self._buffer) < self.batch_size:
+            if len(self._buffer) < self.batch_size and self._buffered_bytes < BATCH_MAX_BYTES:
                 self._wake.clear()
                 try:  # linger a little so that batches fill when traffic is light
                     await asyncio.wait_for(self._wake.wait(), timeout=BATCH_LINGER_S)
@@ -248,7 +253,14 @@ class IngestWorker:
             await self.leases.close()
 
     async def _take_batch(self) -> None:
-        msgs, self._buffer = self._buffer[:self.batch_size], self._buffer[self.batch_size:]
+        count, size = 0, 0
+        for msg in self._buffer[:self.batch_size]:
+            count += 1
+            size += len(msg.data)
+            if size >= BATCH_MAX_BYTES:
+                break
+        msgs, self._buffer = self._buffer[:count], self._buffer[count:]
+        self._buffered_bytes -= size
         if msgs:
             await self.handle(msgs)
 
