@@ -244,7 +244,7 @@ class _StreamMessage:
     def __init__(self, subject: str, data: bytes, seq: int) -> None:
         self.subject, self.data, self.headers = subject, data, None
         # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<stored ns>.<pending>: acks nothing real
-        self.reply = f"$JS.ACK.{protocol.STREAM}.{protocol.CONSUMER}.1.{seq}.{seq}.{time.time_ns()}.0"
+        self.reply = f"$JS.ACK.{protocol.STREAM}.ingest-p00.1.{seq}.{seq}.{time.time_ns()}.0"
 
 
 def test_a_new_gateways_first_batch_applies_its_lights(city, stack):

@@ -20,7 +20,6 @@ COMMAND_TOPIC = "citypilot/cmd/v1/{device}"
 
 STREAM = "CITYPILOT_INGEST"
 STREAM_SUBJECTS = [f"{SUBJECT_ROOT}.>"]
-CONSUMER = "ingest"  # the consumer of releases before partitioning, removed at start
 
 # Partitioning by device (NATS >= 2.10): the stream stores citypilot.v1.{device}.{channel} as
 # citypilot.in.{partition}.{device}.{channel}, the partition a hash of the device id, so that every
