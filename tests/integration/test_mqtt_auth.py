@@ -115,7 +115,7 @@ def test_a_device_logs_in_with_its_credential_and_its_readings_reach_the_twin(ci
 def test_a_device_cannot_speak_for_another_device(city, stack):
     """Publishing on another device's topic: the broker drops the message (it still answers PUBACK at
     QoS 1 and keeps the connection open), so nothing of it enters the stream or reaches the twin; it
-    logs a 'Publish Violation'. Subscribing to another device's command topic is refused in the SUBACK
+    logs a 'Publish Violation', which serve turns into a dead letter. Subscribing to another device's command topic is refused in the SUBACK
     (0x80); the device's own command topic is granted and delivers."""
     import nats
 
@@ -173,7 +173,14 @@ def test_a_device_cannot_speak_for_another_device(city, stack):
     assert granted == {0: (1,), 1: (0x80,)}
     assert commands == [b'{"command": "mine"}']
     city.wait_state(mine, lambda s: s["values"].get("power_w") == 12.0, "the device's own reading")
-    assert city.state(other) is None and city.dead_letters(other) == []
+    assert city.state(other) is None
+    # The refusal, read from the broker's log, is a dead letter of the device whose topic was tried
+    # (without payload: the broker does not keep it), and counted in /metrics.
+    letters = eventually(lambda: city.dead_letters(other) or None, "the refusal dead-lettered", timeout=10)
+    assert [(d["reason_code"], d["source"], d["subject"], d["payload_size"]) for d in letters] == [
+        ("wrong_topic", "mqtt", protocol.subject(other, "telemetry"), 0)]
+    assert "not logged in as the device of this topic" in letters[0]["reason"]
+    assert "citypilot_mqtt_publish_refused_total" in city.client.get("/metrics").text
     log = broker_log(stack)
     assert f'Publish Violation - Subject "{protocol.subject(other, "telemetry")}"' in log
     assert f'Subscription Violation - Subject "{protocol.COMMAND_TOPIC.format(device=other).replace("/", ".")}"' in log

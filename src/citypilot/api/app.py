@@ -155,13 +155,16 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
                                            "embedded_nats": endpoints.embedded_nats})
         async with pool.connection() as conn:
             await purge_expired_sessions(conn)
-        broker_users = None
+        broker_users = violations = None
         if endpoints.nats_server is not None:  # this process started the embedded broker: it keeps its users
             from citypilot.runtime.broker_sync import BrokerUserSync
+            from citypilot.runtime.broker_violations import BrokerViolationWatch
 
             broker_users = BrokerUserSync(endpoints.database_url, pool, endpoints.nats_server)
             await broker_users.start()
             app.state.context.broker_users = broker_users
+            violations = BrokerViolationWatch(endpoints.nats_server.log_file, pool)  # refused publishes
+            await violations.start()
         ingest = None
         if nc is not None:
             from citypilot.ingest.service import IngestService
@@ -180,6 +183,8 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
         finally:
             if ingest is not None:
                 await ingest.stop()
+            if violations is not None:
+                await violations.stop()
             if broker_users is not None:
                 await broker_users.stop()
             if nc is not None:
