@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from citypilot.auth.broker_users import NOTIFY_CHANNEL, load_device_users_async
 
+from .background import cancel
 from .embedded_nats import EmbeddedNats
 
 log = logging.getLogger("citypilot.broker")
@@ -63,11 +64,8 @@ class BrokerUserSync:
             await asyncio.wait_for(self._listening.wait(), timeout=10)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _listen(self) -> None:
         while True:

@@ -16,7 +16,6 @@ import asyncio
 import datetime as dt
 import logging
 import re
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from citypilot.ingest import protocol
 from citypilot.ingest.store import DeadLetter, apply_batch
+
+from .background import cancel
 
 log = logging.getLogger("citypilot.broker")
 REFUSED = Counter("citypilot_mqtt_publish_refused_total",
@@ -81,11 +82,8 @@ class BrokerViolationWatch:
         self._task = asyncio.create_task(self._run(), name="broker-violations")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     def _read(self) -> tuple[list[str], int]:
         """The complete lines written since the last look, and the offset after them (not yet kept)."""
