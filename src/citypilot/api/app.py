@@ -172,7 +172,7 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
 
             # The stream must exist before devices publish, workers or not: without it the broker would
             # acknowledge their messages and drop them.
-            await ensure_stream(nc.jetstream(), config.ingest_stream_max_bytes, config.ingest_stream_replicas)
+            await ensure_stream(nc, config.ingest_stream_max_bytes, config.ingest_stream_replicas)
 
             ingest = IngestService(config, pool, nc, endpoints.database_url, app.state.context.catalog,
                                    app.state.context.communes, config.ingest_workers)

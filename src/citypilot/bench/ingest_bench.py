@@ -172,7 +172,7 @@ async def _run(cfg: Config, database_url: str, nats_url: str, plan: Plan) -> dic
 
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
-    await ensure_stream(js, cfg.ingest_stream_max_bytes)
+    await ensure_stream(nc, cfg.ingest_stream_max_bytes)
     await js.add_stream(StreamConfig(name="BENCH_RAW", subjects=["bench.raw.>"]))
 
     counter = [0]

@@ -85,8 +85,7 @@ def layout_for(nc: NATS) -> Layout:
     return Layout(1, transform=False)
 
 
-def stream_config(max_bytes: int, replicas: int = 1, layout: Layout | None = None) -> StreamConfig:
-    layout = layout or Layout(protocol.PARTITIONS, transform=True)
+def stream_config(max_bytes: int, replicas: int, layout: Layout) -> StreamConfig:
     transform = None
     if layout.transform:
         transform = SubjectTransform(
@@ -110,9 +109,10 @@ def consumer_config(layout: Layout, consumer: int) -> ConsumerConfig:
     )
 
 
-async def ensure_stream(js: JetStreamContext, max_bytes: int, replicas: int = 1, layout: Layout | None = None) -> Layout:
-    """Create or update the stream and its consumers for ``layout`` (by default the server's)."""
-    layout = layout or layout_for(js._nc)
+async def ensure_stream(nc: NATS, max_bytes: int, replicas: int = 1) -> Layout:
+    """Create or update the stream and its consumers for the layout the server allows."""
+    js = nc.jetstream()
+    layout = layout_for(nc)
     config = stream_config(max_bytes, replicas, layout)
     try:
         await js.stream_info(STREAM)

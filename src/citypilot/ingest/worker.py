@@ -81,7 +81,6 @@ class IngestWorker:
                  batch_size: int = 2500, stream_max_bytes: int = 10 * 1024**3, stream_replicas: int = 1,
                  name: str = "ingest") -> None:
         self.nc = nc
-        self.js = nc.jetstream()
         self.pool = pool
         self.catalog = catalog
         self.limits = limits
@@ -106,7 +105,7 @@ class IngestWorker:
         use_fast_json()
 
     async def start(self) -> None:
-        self.layout = await ensure_stream(self.js, self.stream_max_bytes, self.stream_replicas)
+        self.layout = await ensure_stream(self.nc, self.stream_max_bytes, self.stream_replicas)
         self.leases = Leases(self.database_url, self.layout.partitions)
         await self.leases.open()
         async with self.pool.connection() as conn:
