@@ -26,8 +26,15 @@ async def _log_error(exc: Exception) -> None:
     log.warning("NATS connection problem", extra={"error": f"{type(exc).__name__}: {exc}"})
 
 
-async def _log_disconnected() -> None:
-    log.warning("NATS disconnected; reconnecting")
+def _disconnect_logger(client: "Client"):
+    """nats-py also reports a disconnection when the connection is closed on purpose (shutdown): only a
+    lost connection is a warning."""
+    async def on_disconnected() -> None:
+        if client.is_closed or client.is_closing:
+            log.info("NATS connection closed")
+        else:
+            log.warning("NATS disconnected; reconnecting")
+    return on_disconnected
 
 
 async def _log_reconnected() -> None:
@@ -107,6 +114,6 @@ async def connect(url: str, name: str) -> Any:
     """A long-lived connection that keeps reconnecting; readiness reports while it is down."""
     client = Client()
     await client.connect(servers=servers(url), name=name, connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=1,
-                         allow_reconnect=True, error_cb=_log_error, disconnected_cb=_log_disconnected,
+                         allow_reconnect=True, error_cb=_log_error, disconnected_cb=_disconnect_logger(client),
                          reconnected_cb=_log_reconnected)
     return client

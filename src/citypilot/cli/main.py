@@ -329,6 +329,63 @@ def nats_users(
     typer.echo("\n".join(lines))
 
 
+# --- the virtual city -------------------------------------------------------------------------------
+
+@app.command()
+def sim(
+    ctx: typer.Context,
+    scenario: str = typer.Option("normal", help="normal, snow, flood, cabinet_power_cut, major_accident or building_fire."),
+    speed: float = typer.Option(1.0, help="How many times faster than real time the city lives (devices still report on real clocks)."),
+    start: Optional[str] = typer.Option(None, help="Simulated date and time to start at (ISO 8601; Dijon time if no zone). Default: now."),
+    scale: int = typer.Option(1, help="Multiply the city's equipment (1 = Dijon métropole, 10 = a Paris-sized city)."),
+    seed: int = typer.Option(1, help="Random seed: the same seed and scale give the same city and the same day."),
+    mqtt: Optional[str] = typer.Option(None, help="MQTT endpoint mqtt://[user:password@]host:port (default: the configured citypilot's)."),
+    username: Optional[str] = typer.Option(None, help="MQTT user name (default: citypilot's internal login on an embedded broker)."),
+    password: Optional[str] = typer.Option(None, envvar="CITYPILOT_SIM_MQTT_PASSWORD", help="MQTT password (or CITYPILOT_SIM_MQTT_PASSWORD)."),
+    connections: int = typer.Option(4, min=1, max=64, help="MQTT connections the devices share (each device always uses the same one)."),
+    duration: Optional[float] = typer.Option(None, min=0, help="Stop after this many seconds (default: run until Ctrl-C)."),
+    write_registry: Optional[Path] = typer.Option(None, "--write-registry", help="Write the city's equipment registry to this file (.csv or .geojson) and exit."),
+    registry_format: Optional[str] = typer.Option(None, "--format", help="Registry format for --write-registry: csv or geojson (default: from the file name)."),
+) -> None:
+    """Run the simulated metropole: its devices speak the device protocol over MQTT to a running citypilot."""
+    from .sim import SimOptions, check_options, default_target, parse_start, run_sim
+    from .sim import write_registry as write_registry_file
+
+    check_options(scale, speed, scenario)
+    if write_registry is not None:
+        write_registry_file(write_registry, registry_format, seed, scale)
+        return
+    config = get_config(ctx)
+    from citypilot.sim.runner import MqttTarget, SimError
+
+    try:
+        target = MqttTarget.parse(mqtt, username, password) if mqtt else default_target(config, username, password)
+    except SimError as exc:
+        fail(str(exc), 2)
+    run_sim(config, SimOptions(seed, scale, speed, parse_start(start), scenario, connections, duration), target)
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    port: Optional[int] = typer.Option(None, help="HTTP port of the control centre (default 8080, or CITYPILOT_HTTP_PORT)."),
+    scenario: str = typer.Option("normal", help="normal, snow, flood, cabinet_power_cut, major_accident or building_fire."),
+    speed: float = typer.Option(30.0, help="How many times faster than real time the city lives (30: a day in 48 minutes, a few incidents a minute)."),
+    start: Optional[str] = typer.Option(None, help="Simulated date and time to start at (default: now)."),
+    scale: int = typer.Option(1, help="Multiply the city's equipment (1 = Dijon métropole)."),
+    seed: int = typer.Option(1, help="Random seed of the city."),
+    data_dir: Optional[Path] = typer.Option(None, help="Where the demo keeps its data (default: a citypilot-demo directory beside the usual one)."),
+) -> None:
+    """The control centre on embedded defaults with the simulated Dijon métropole: import, simulate, print the URL and a login."""
+    from .demo import demo_data_dir, run_demo
+    from .sim import SimOptions, check_options, parse_start
+
+    check_options(scale, speed, scenario)
+    ctx.obj["verbose"] = False
+    config = get_config(ctx, http_port=port, data_dir=str(data_dir or demo_data_dir()))
+    run_demo(config, SimOptions(seed, scale, speed, parse_start(start), scenario, 4, None))
+
+
 # --- benchmarks -------------------------------------------------------------------------------------
 
 @bench_app.command("import")

@@ -70,6 +70,30 @@ async def list_states(
     return FastJSONResponse({"items": items, "next_cursor": next_cursor.encode() if next_cursor else None})
 
 
+@router.get("/summary", summary="How many assets of each kind there are, and how many are online, offline, unreachable or never heard from")
+async def summary(
+    commune: str | None = Query(None, pattern=r"^\d[0-9AB]\d{3}$", description="Only this commune (INSEE code)"),
+    principal: Principal = allow(REGISTRY_READERS),
+    context: AppContext = Depends(get_context),
+) -> FastJSONResponse:
+    """The control room's first glance: per kind, the assets in service (retired ones left out) and their
+    connectivity. Kinds the caller may not see (restricted) are left out too."""
+    hidden = [] if sees_restricted(principal.role) else list(context.catalog.restricted_kinds())
+    async with context.pool.connection() as conn:
+        rows = await (await conn.execute(
+            "SELECT a.kind, count(*), count(*) FILTER (WHERE t.connectivity = 'online'), "
+            "count(*) FILTER (WHERE t.connectivity = 'offline'), count(*) FILTER (WHERE t.connectivity = 'unreachable'), "
+            "count(*) FILTER (WHERE t.asset_id IS NULL) "
+            "FROM assets a LEFT JOIN twin t ON t.asset_id = a.id "
+            "WHERE a.status <> 'retired' AND NOT (a.kind = ANY(%(hidden)s)) "
+            "AND (%(commune)s::text IS NULL OR a.commune = %(commune)s) GROUP BY a.kind ORDER BY a.kind",
+            {"hidden": hidden, "commune": commune})).fetchall()
+    kinds = {kind: {"assets": n, "online": online, "offline": offline, "unreachable": unreachable, "never_reported": never}
+             for kind, n, online, offline, unreachable, never in rows}
+    totals = {key: sum(k[key] for k in kinds.values()) for key in ("assets", "online", "offline", "unreachable", "never_reported")}
+    return FastJSONResponse({"kinds": kinds, "total": totals})
+
+
 @router.get("/{asset_id}", summary="Current state of one asset")
 async def get_state(asset_id: str, principal: Principal = allow(REGISTRY_READERS),
                     context: AppContext = Depends(get_context)) -> FastJSONResponse:

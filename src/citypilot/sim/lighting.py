@@ -1,0 +1,216 @@
+"""Street lighting: cabinets switch their lights at dusk and dawn, dim them at night, and report for them.
+
+Each lighting cabinet is an MQTT gateway: one message carries its own readings and one per light on
+its circuits (see the protocol's gateway batch). Lamps and drivers fail at a yearly rate and are
+repaired some days later; a cabinet loses mains power now and then, and its lights go dark together.
+State is kept in numpy arrays (34,000 lights at scale 1, ten times more at scale 10): a tick costs a few
+vector operations, not a loop over every light.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Iterable
+
+import numpy as np
+
+from .city import City
+from .clock import local
+from .model import CommandRefused, Outgoing, Schedule, incidents
+from .sun import sunrise_sunset
+
+LAMP_FAILURES_PER_YEAR = 0.05    # per light: LED module, cabling, a pole hit by a car (about 5 a day at Dijon)
+DRIVER_FAILURES_PER_YEAR = 0.03  # LED drivers and the light's control node
+LIGHT_REPAIR_MEAN_S = 5 * 86_400  # the lighting contractor's repair time, on average
+MAINS_FAULTS_PER_YEAR = 0.5       # per cabinet: one or two cabinets a day at Dijon's size
+MAINS_FAULT_MEAN_S = 3 * 3600
+FAULTS = ("none", "lamp_failure", "driver_failure")
+# Dimming programmes: (from hour, to hour, level %) windows of the night; full power otherwise.
+PROGRAMMES: dict[str, list[tuple[float, float, float]]] = {
+    "standard": [(22.0, 24.0, 50.0), (0.0, 5.0, 50.0)],
+    "eco": [(21.0, 24.0, 40.0), (0.0, 6.0, 30.0)],
+    "full": [],
+}
+
+
+class Lighting:
+    kinds = ("lighting_cabinet", "street_light")
+
+    def __init__(self, city: City, rng: np.random.Generator, start: dt.datetime) -> None:
+        self.rng = rng
+        cabinets = city.of_kind("lighting_cabinet")
+        lights = {a.id: a for a in city.of_kind("street_light")}
+        self.cabinet_ids = [c.id for c in cabinets]
+        self.cabinet_index = {c: i for i, c in enumerate(self.cabinet_ids)}
+        self.light_ids: list[str] = []
+        starts = []
+        for cab in self.cabinet_ids:
+            starts.append(len(self.light_ids))
+            self.light_ids += city.lights_of[cab]
+        self.light_index = {light: i for i, light in enumerate(self.light_ids)}
+        self.starts = np.array(starts)
+        self.cabinet_of = np.repeat(np.arange(len(cabinets)), np.diff(np.append(self.starts, len(self.light_ids))))
+        n, m = len(self.light_ids), len(cabinets)
+        self.lamp_power = np.array([lights[i].attributes["lamp_power_w"] for i in self.light_ids])
+        self.floor = np.array([lights[i].attributes["safety_floor_pct"] for i in self.light_ids])
+        self.base_hours = rng.uniform(2_000, 30_000, n).round(1)  # installed over the last years
+        self.fault = np.zeros(n, dtype=np.int8)
+        self.repair_at = np.full(n, np.inf)
+        self.dim_override = np.full(n, np.nan)
+        self.switch_override = np.zeros(n, dtype=np.int8)  # 0 follow the cabinet, 1 on, 2 off
+        self.offset_s = rng.uniform(-420, 420, m)  # astronomical clocks and light sensors differ by minutes
+        self.mode = ["auto"] * m
+        self.programme = ["standard"] * m
+        self.mains_until = np.zeros(m)  # simulated epoch seconds until which the mains are out
+        self.on_hours = np.zeros(m)
+        self.energy_kwh = rng.uniform(10_000, 90_000, m).round(1)
+        self.cabinet_on = np.zeros(m, dtype=bool)
+        self.cabinet_power_kw = np.zeros(m)
+        self.schedule = Schedule({c: 300.0 for c in self.cabinet_ids})
+        self.urgent: set[int] = set()  # cabinets that report at once (switched, commanded)
+        # A city always has a few lights awaiting repair: the steady-state backlog, at start.
+        backlog = int(rng.poisson(n * (LAMP_FAILURES_PER_YEAR + DRIVER_FAILURES_PER_YEAR) * LIGHT_REPAIR_MEAN_S / (365.25 * 86_400)))
+        now_s = start.timestamp()
+        for i in rng.choice(n, size=min(backlog, n), replace=False):
+            self.fault[i] = 1 if rng.random() < 0.75 else 2
+            self.repair_at[i] = now_s + rng.exponential(LIGHT_REPAIR_MEAN_S)
+        self._levels(start)
+
+    def devices(self) -> Iterable[str]:
+        return self.cabinet_ids
+
+    # --- state ----------------------------------------------------------------------------------
+
+    def _levels(self, now: dt.datetime) -> None:
+        """Which cabinets are on and at what level each light burns, at ``now``."""
+        here = local(now)
+        sunrise, sunset = sunrise_sunset(here.date())
+        t = now.timestamp() - self.offset_s
+        dark = (t < sunrise.timestamp()) | (t >= sunset.timestamp())
+        forced = np.array([{"auto": -1, "on": 1, "off": 0}[m] for m in self.mode])
+        on = np.where(forced < 0, dark, forced == 1) & (self.mains_until <= now.timestamp())
+        switched = np.flatnonzero(on != self.cabinet_on)
+        self.urgent.update(int(i) for i in switched)
+        self.cabinet_on = on
+        hour = here.hour + here.minute / 60
+        levels = np.full(len(self.cabinet_ids), 100.0)
+        for name, windows in PROGRAMMES.items():
+            level = next((lv for a, b, lv in windows if a <= hour < b), 100.0)
+            if level != 100.0:
+                levels[[p == name for p in self.programme]] = level
+        level = np.maximum(levels[self.cabinet_of], self.floor)
+        level = np.where(np.isnan(self.dim_override), level, self.dim_override)
+        lit = self.cabinet_on[self.cabinet_of] & (self.fault == 0)
+        lit &= self.switch_override != 2  # switched off by command (on again: back to the cabinet's)
+        lit &= self.mains_until[self.cabinet_of] <= now.timestamp()
+        self.level = np.where(lit, level, 0.0)
+        self.lit = lit
+        power = self.lamp_power * self.level / 100.0
+        self.cabinet_power_kw = np.add.reduceat(power, self.starts) / 1000.0 if len(power) else self.cabinet_power_kw
+
+    def advance(self, now: dt.datetime, elapsed_s: float) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        now_s = now.timestamp()
+        self.on_hours += np.where(self.cabinet_on, elapsed_s / 3600.0, 0.0)
+        self.energy_kwh += self.cabinet_power_kw * elapsed_s / 3600.0
+        working = np.flatnonzero(self.fault == 0)
+        for code, rate in ((1, LAMP_FAILURES_PER_YEAR), (2, DRIVER_FAILURES_PER_YEAR)):
+            for i in self.rng.choice(working, size=min(incidents(self.rng, len(working), rate, elapsed_s), len(working)), replace=False):
+                self.fault[i] = code
+                self.repair_at[i] = now_s + self.rng.exponential(LIGHT_REPAIR_MEAN_S)
+                cab = int(self.cabinet_of[i])
+                out.append(Outgoing(self.cabinet_ids[cab], "event", {
+                    "asset": self.light_ids[i], "code": FAULTS[code], "severity": "minor",
+                    "message": "lamp out" if code == 1 else "LED driver not responding"}))
+                self.urgent.add(cab)
+        repaired = np.flatnonzero((self.fault != 0) & (self.repair_at <= now_s))
+        if len(repaired):
+            self.fault[repaired] = 0
+            self.repair_at[repaired] = np.inf
+            self.urgent.update(int(self.cabinet_of[i]) for i in repaired)
+        healthy = np.flatnonzero(self.mains_until <= now_s)
+        for cab in self.rng.choice(healthy, size=min(incidents(self.rng, len(healthy), MAINS_FAULTS_PER_YEAR, elapsed_s), len(healthy)), replace=False):
+            out += self.cut_mains(int(cab), now, self.rng.exponential(MAINS_FAULT_MEAN_S))
+        restored = np.flatnonzero((self.mains_until > 0) & (self.mains_until <= now_s))
+        for cab in restored:
+            self.mains_until[cab] = 0
+            self.urgent.add(int(cab))
+            out.append(Outgoing(self.cabinet_ids[cab], "event", {"code": "mains_restored", "severity": "info",
+                                                                 "message": "mains power back"}))
+        self._levels(now)
+        return out
+
+    def cut_mains(self, cab: int, now: dt.datetime, duration_s: float) -> list[Outgoing]:
+        """The cabinet's supply fails: its lights go dark; its modem, on battery, says so."""
+        self.mains_until[cab] = now.timestamp() + duration_s
+        self.urgent.add(cab)
+        return [Outgoing(self.cabinet_ids[cab], "event", {"code": "mains_failure", "severity": "major",
+                                                          "message": f"mains power lost: {self.lights_count(cab)} lights dark"})]
+
+    def lights_count(self, cab: int) -> int:
+        end = self.starts[cab + 1] if cab + 1 < len(self.starts) else len(self.light_ids)
+        return int(end - self.starts[cab])
+
+    def silence(self, cabinet_ids: Iterable[str], silent: bool) -> None:
+        """The cabinet stops reporting altogether (its modem lost power too): a gateway gone silent."""
+        for cab in cabinet_ids:
+            (self.schedule.silent.add if silent else self.schedule.silent.discard)(cab)
+
+    # --- reports --------------------------------------------------------------------------------
+
+    def report(self, cab: int) -> Outgoing:
+        start = int(self.starts[cab])
+        end = start + self.lights_count(cab)
+        now_mains = "fault" if self.mains_until[cab] > 0 else "ok"
+        readings: list[dict[str, Any]] = [{"values": {
+            "mains": now_mains, "door_open": False, "power_kw": round(float(self.cabinet_power_kw[cab]), 2),
+            "energy_kwh": round(float(self.energy_kwh[cab]), 1)}}]
+        noise = self.rng.uniform(0.97, 1.03, end - start)
+        for k, i in enumerate(range(start, end)):
+            lit = bool(self.lit[i])
+            readings.append({"asset": self.light_ids[i], "values": {
+                "power_state": "on" if lit else "off",
+                "dimming_pct": float(self.level[i]),
+                "power_w": round(float(self.lamp_power[i] * self.level[i] / 100.0 * noise[k]), 1) if lit else 0.0,
+                "burning_hours": round(float(self.base_hours[i] + self.on_hours[cab]), 1),
+                "fault": FAULTS[self.fault[i]]}})
+        return Outgoing(self.cabinet_ids[cab], "telemetry", {"readings": readings})
+
+    def due(self, wall_s: float) -> list[Outgoing]:
+        due = {self.cabinet_index[c] for c in self.schedule.due(wall_s)}
+        due |= {c for c in self.urgent if self.cabinet_ids[c] not in self.schedule.silent}
+        self.urgent.clear()
+        return [self.report(c) for c in sorted(due)]
+
+    # --- commands -------------------------------------------------------------------------------
+
+    def command(self, device: str, asset: str, name: str, params: dict[str, Any], now: dt.datetime) -> list[Outgoing]:
+        cab = self.cabinet_index.get(device)
+        if cab is None:
+            raise CommandRefused(f"{device} is not a lighting cabinet")
+        if asset == device:
+            if name == "switch" and params.get("state") in ("on", "off", "auto"):
+                self.mode[cab] = params["state"]
+            elif name == "apply_programme" and params.get("programme") in PROGRAMMES:
+                self.programme[cab] = params["programme"]
+            elif name == "apply_programme":
+                raise CommandRefused(f"unknown programme {params.get('programme')!r} (known: {', '.join(PROGRAMMES)})")
+            else:
+                raise CommandRefused(f"a lighting cabinet does not understand {name!r} with {params}")
+        else:
+            i = self.light_index.get(asset)
+            if i is None or self.cabinet_of[i] != cab:
+                raise CommandRefused(f"{asset} is not on this cabinet's circuits")
+            if self.fault[i]:
+                raise CommandRefused(f"{asset} does not answer ({FAULTS[self.fault[i]]})")
+            if name == "switch" and params.get("state") in ("on", "off"):
+                if params["state"] == "on" and not self.cabinet_on[cab]:
+                    raise CommandRefused("the cabinet's circuits are off: a light cannot be lit on its own")
+                self.switch_override[i] = 1 if params["state"] == "on" else 2
+            elif name == "dim" and isinstance(params.get("level_pct"), (int, float)) and 0 <= params["level_pct"] <= 100:
+                self.dim_override[i] = float(params["level_pct"])
+            else:
+                raise CommandRefused(f"a street light does not understand {name!r} with {params}")
+        self.urgent.add(cab)
+        self._levels(now)
+        return []

@@ -1,0 +1,129 @@
+"""Signalised junctions: timing plans by time of day, faults, bus-priority requests served.
+
+A controller runs its plan for the hour (night, morning peak, day, evening peak). Now and then a signal
+lamp goes out or a loop detector fails; more rarely a conflict makes it fall back to flashing amber (the
+controller's own safety reaction) until a technician resets it; sometimes its link drops and it goes
+silent. Junctions with bus priority count the requests the buses make.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+
+from .city import City
+from .model import CommandRefused, Outgoing, Schedule, hours, incidents
+
+# (fault, incidents per junction per year, mean duration s, severity)
+FAULT_RATES = [("lamp_out", 4.0, 6 * 3600, "minor"), ("detector_fault", 6.0, 2 * 86_400, "minor"),
+               ("conflict", 0.3, 2 * 3600, "critical")]
+LINK_LOSSES_PER_YEAR = 2.0
+LINK_LOSS_MEAN_S = 3600.0
+
+
+def plan_for(hour: float, weekday: int) -> int:
+    """The timing plan in force: 1 night, 2 morning peak, 3 day, 4 evening peak (weekdays only)."""
+    if hour < 6 or hour >= 22:
+        return 1
+    if weekday < 5 and 7 <= hour < 9:
+        return 2
+    if weekday < 5 and 16.5 <= hour < 19:
+        return 4
+    return 3
+
+
+@dataclass
+class Junction:
+    id: str
+    bus_priority: bool
+    mode: str = "normal"
+    plan_override: int | None = None
+    fault: str = "none"
+    fault_until: float = 0.0
+    silent_until: float = 0.0
+    forced: str | None = None  # mode set by a scenario (damaged by an accident, flooded)
+    requests: int = 0
+
+
+class Traffic:
+    kinds = ("traffic_controller",)
+
+    def __init__(self, city: City, rng: np.random.Generator, start: dt.datetime) -> None:
+        self.rng = rng
+        self.junctions = [Junction(a.id, bool(a.attributes["bus_priority"])) for a in city.of_kind("traffic_controller")]
+        self.by_id = {j.id: j for j in self.junctions}
+        self.schedule = Schedule({j.id: 60.0 for j in self.junctions})
+        self.urgent: set[str] = set()
+        self.now = start
+        # One or two detector faults are always waiting for a technician.
+        for j in rng.choice(self.junctions, size=min(2, len(self.junctions)), replace=False):
+            j.fault, j.fault_until = "detector_fault", start.timestamp() + rng.exponential(86_400)
+
+    def devices(self) -> Iterable[str]:
+        return self.by_id
+
+    def advance(self, now: dt.datetime, elapsed_s: float) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        now_s = now.timestamp()
+        self.now = now
+        hour = hours(now)
+        for name, per_year, mean_s, severity in FAULT_RATES:
+            healthy = [j for j in self.junctions if j.fault == "none" and j.forced is None]
+            count = min(incidents(self.rng, len(healthy), per_year, elapsed_s), len(healthy))
+            for j in self.rng.choice(healthy, size=count, replace=False) if count else []:
+                j.fault, j.fault_until = name, now_s + self.rng.exponential(mean_s)
+                if name == "conflict":
+                    j.mode = "flashing_amber"  # the controller's own fallback
+                out.append(Outgoing(j.id, "event", {"code": name, "severity": severity,
+                                                    "message": {"lamp_out": "a signal lamp is out",
+                                                                "detector_fault": "loop detector fault",
+                                                                "conflict": "conflicting greens detected: "
+                                                                            "fallen back to flashing amber"}[name]}))
+                self.urgent.add(j.id)
+        linked = [j for j in self.junctions if j.silent_until <= now_s]
+        count = min(incidents(self.rng, len(linked), LINK_LOSSES_PER_YEAR, elapsed_s), len(linked))
+        for j in self.rng.choice(linked, size=count, replace=False) if count else []:
+            j.silent_until = now_s + self.rng.exponential(LINK_LOSS_MEAN_S)
+        for j in self.junctions:
+            if j.fault != "none" and j.fault_until <= now_s:
+                if j.fault == "conflict" and j.mode == "flashing_amber":
+                    j.mode = "normal"
+                j.fault, j.fault_until = "none", 0.0
+                self.urgent.add(j.id)
+            if j.bus_priority and 6 <= hour < 22:
+                j.requests += int(self.rng.poisson(12 * elapsed_s / 3600))  # a dozen requests an hour by day
+        self.schedule.silent = {j.id for j in self.junctions if j.silent_until > now_s}
+        return out
+
+    def values(self, j: Junction) -> dict[str, Any]:
+        mode = j.forced or j.mode
+        plan = j.plan_override if j.plan_override is not None else plan_for(hours(self.now), self.now.weekday())
+        return {"mode": mode, "plan": 0 if mode != "normal" else plan, "fault": j.fault,
+                "bus_priority_requests": j.requests}
+
+    def due(self, wall_s: float) -> list[Outgoing]:
+        ids = set(self.schedule.due(wall_s)) | (self.urgent - self.schedule.silent)
+        self.urgent.clear()
+        return [Outgoing(i, "telemetry", {"values": self.values(self.by_id[i])}) for i in sorted(ids)]
+
+    def command(self, device: str, asset: str, name: str, params: dict[str, Any], now: dt.datetime) -> list[Outgoing]:
+        j = self.by_id.get(device)
+        if j is None or asset != device:
+            raise CommandRefused(f"{asset} is not a junction controller")
+        if j.forced == "off":
+            raise CommandRefused("the controller is without power")
+        if name == "set_mode" and params.get("mode") in ("normal", "flashing_amber", "all_red"):
+            if params["mode"] == "normal" and j.fault == "conflict":
+                raise CommandRefused("a conflict fault is active: the controller stays in flashing amber until reset on site")
+            j.mode = params["mode"]
+        elif name == "select_plan" and isinstance(params.get("plan"), int) and 0 <= params["plan"] <= 255:
+            if params["plan"] > 8:
+                raise CommandRefused(f"plan {params['plan']} is not programmed in this controller (1 to 8)")
+            j.plan_override = params["plan"] or None
+        else:
+            raise CommandRefused(f"a junction controller does not understand {name!r} with {params}")
+        self.urgent.add(j.id)
+        return []
