@@ -5,12 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
-fi
-. .venv/bin/activate
-python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e .
+. scripts/_venv.sh
 
 if [ -z "$(citypilot user list)" ]; then
     password=$(python -c "import secrets; print(secrets.token_urlsafe(12))")

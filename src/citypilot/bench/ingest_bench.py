@@ -116,6 +116,14 @@ async def _publish(mqtt_port: int, jobs: list[list[tuple[str, bytes | None, str 
     return elapsed
 
 
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every worker (each commits what it holds), then wait for them all."""
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        worker.wait(timeout=30)
+
+
 def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     log_path = Path(env["CITYPILOT_DATA_DIR"]) / f"worker-{time.monotonic_ns()}.log"
     process = subprocess.Popen([str(Path(sys.executable).parent / "citypilot"), "worker"], env=env,
@@ -251,10 +259,7 @@ async def _run(cfg: Config, database_url: str, nats_url: str, plan: Plan) -> dic
         await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - start
     await asyncio.sleep(0.3)  # last deltas
-    for worker in workers:
-        worker.send_signal(signal.SIGTERM)
-    for worker in workers:
-        worker.wait(timeout=30)
+    stop_workers(workers)
     await nc.close()
 
     with psycopg.connect(database_url) as conn:

@@ -33,6 +33,15 @@ def get_config(ctx: typer.Context, **overrides: Any) -> Config:
     return config
 
 
+def require_free_http_port(config: Config, option: str = "--port (or CITYPILOT_HTTP_PORT)") -> None:
+    """Refuse to start, saying what to do, when another program listens on the configured HTTP port."""
+    from citypilot.runtime.ports import port_is_free
+
+    if not port_is_free(config.http_host, config.http_port):
+        fail(f"cannot serve HTTP on {config.http_host}:{config.http_port}: another program is listening there. "
+             f"Use {option} to choose a free port.")
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM behaves like Ctrl-C, so that ``finally`` blocks stop the embedded servers."""

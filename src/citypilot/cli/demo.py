@@ -21,13 +21,12 @@ import uvicorn
 from citypilot.config import Config
 from citypilot.runtime.errors import StartupError
 from citypilot.runtime.infrastructure import Endpoints, Infrastructure
-from citypilot.runtime.ports import port_is_free
 from citypilot.sim.city import build_city
 from citypilot.sim.clock import SimClock
 from citypilot.sim.runner import MqttTarget, SimError
 from citypilot.sim.simulation import Simulation
 
-from .common import fail, sigterm_as_interrupt
+from .common import fail, require_free_http_port, sigterm_as_interrupt
 from .sim import SimOptions, describe, run_city
 
 log = logging.getLogger("citypilot.demo")
@@ -89,7 +88,7 @@ async def _main(config: Config, endpoints: Endpoints, options: SimOptions, began
         await city  # the simulator could not connect: raise why
     typer.echo(
         f"\ncitypilot demo ready in {time.monotonic() - began:.1f} s\n"
-        f"  control centre  {url}   (API {url}/api/v1, OpenAPI {url}/api/openapi.json)\n"
+        f"  control centre  {url}/api/v1   (OpenAPI {url}/api/openapi.json; the map comes with a later release)\n"
         f"  login           {DEMO_USER} / {password}   (role {DEMO_ROLE}; a new password each run)\n"
         f"  city            {describe(sim.city)}\n"
         f"                  registry: {counts['created']:,} created, {counts['updated']:,} updated, "
@@ -119,9 +118,7 @@ def run_demo(config: Config, options: SimOptions) -> None:
     if config.database_url or config.nats_url:
         fail("citypilot demo runs on its own embedded servers: unset CITYPILOT_DATABASE_URL and CITYPILOT_NATS_URL "
              "(the simulated city must not be imported into a real registry)", 2)
-    if not port_is_free(config.http_host, config.http_port):
-        fail(f"cannot serve HTTP on {config.http_host}:{config.http_port}: another program is listening there. "
-             "Use --port to choose a free port.")
+    require_free_http_port(config, "--port")
     infra = Infrastructure(config)
     try:
         with sigterm_as_interrupt():

@@ -440,6 +440,28 @@ def bench_ingest(
     typer.echo(json.dumps(figures))
 
 
+@bench_app.command("sim")
+def bench_sim(
+    ctx: typer.Context,
+    scale: int = typer.Option(1, help="City scale (1 = Dijon métropole)."),
+    duration: float = typer.Option(60.0, min=5, max=3600, help="Seconds the simulator runs."),
+    speed: float = typer.Option(1.0, help="Simulated time speed."),
+    workers: int = typer.Option(1, min=1, max=16, help="`citypilot worker` processes."),
+) -> None:
+    """The simulated city at a scale against a throw-away embedded stack: does this machine sustain it?"""
+    from citypilot.bench.sim_bench import run_sim_benchmark
+
+    from .sim import check_options
+
+    check_options(scale, speed, "normal")
+    config = get_config(ctx)
+    try:
+        figures = run_sim_benchmark(config, scale, duration, speed, workers)
+    except (StartupError, RuntimeError) as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(figures))
+
+
 def run() -> None:
     from citypilot.equipment.catalog import CatalogError
 

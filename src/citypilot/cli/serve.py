@@ -12,17 +12,14 @@ from citypilot.bus.connection import check_nats
 from citypilot.config import Config
 from citypilot.runtime.errors import StartupError
 from citypilot.runtime.infrastructure import Infrastructure
-from citypilot.runtime.ports import port_is_free
 
-from .common import fail, sigterm_as_interrupt
+from .common import fail, require_free_http_port, sigterm_as_interrupt
 
 log = logging.getLogger("citypilot.serve")
 
 
 def run_server(config: Config) -> None:
-    if not port_is_free(config.http_host, config.http_port):
-        fail(f"cannot serve HTTP on {config.http_host}:{config.http_port}: another program is listening there. "
-             "Use --port (or CITYPILOT_HTTP_PORT) to choose a free port.")
+    require_free_http_port(config)
     infra = Infrastructure(config)
     # uvicorn handles SIGINT/SIGTERM while it runs, shuts down gracefully, then re-raises the signal:
     # with SIGTERM turned into KeyboardInterrupt, that lands in the ``finally`` that stops the servers.

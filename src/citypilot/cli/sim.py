@@ -67,10 +67,12 @@ def default_target(config: Config, username: str | None, password: str | None) -
     """The MQTT endpoint of the configured citypilot: its embedded broker (logged in as citypilot's own
     user, read from the data directory) or the configured ``mqtt_url``."""
     if config.nats_url is None:
-        from citypilot.runtime.embedded_nats import internal_login
+        from citypilot.runtime.embedded_nats import INTERNAL_SECRET_FILE, internal_login
 
         if username:
             return MqttTarget("127.0.0.1", config.mqtt_port, username, password)
+        if not (config.data_dir / "nats" / INTERNAL_SECRET_FILE).is_file():  # read it, never create it
+            fail(f"no embedded citypilot in {config.data_dir}: start `citypilot serve` first, or give --mqtt", 1)
         try:
             user, secret = internal_login(config.data_dir)
         except (OSError, ValueError):

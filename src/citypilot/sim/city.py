@@ -23,7 +23,7 @@ from citypilot.geo.communes import Communes, metropole
 CENTRE = (5.0415, 47.3220)  # place de la Libération, Dijon (lon, lat)
 M_PER_DEG_LAT = 111_320.0
 M_PER_DEG_LON = M_PER_DEG_LAT * math.cos(math.radians(CENTRE[1]))
-MAX_SCALE = 20
+MAX_SCALE = 50
 
 
 @dataclass(frozen=True)
@@ -249,7 +249,7 @@ def _lighting(city_assets: list[SimAsset], lights_of: dict[str, list[str]], coun
             lon[outside] = clon - (lon[outside] - clon) * 0.5
             lat[outside] = clat - (lat[outside] - clat) * 0.5
             still = ~placer.inside(lon, lat)
-            lon[still], lat[still] = clon + 0.00002, clat
+            lon[still], lat[still] = clon, clat  # at the very border: on the cabinet's own spot, inside
         street_type = str(rng.choice(["residential", "residential", "commercial", "bypass", "pedestrian"]))
         power = {"residential": 39.0, "commercial": 52.0, "bypass": 70.0, "pedestrian": 25.0}[street_type]
         ids = []

@@ -42,6 +42,7 @@ class CommandRefused(Exception):
 
 class Family(Protocol):
     kinds: tuple[str, ...]
+    schedule: "Schedule"
 
     def advance(self, now: dt.datetime, elapsed_s: float) -> list[Outgoing]: ...
 
@@ -55,29 +56,33 @@ class Family(Protocol):
 @dataclass
 class Schedule:
     """When each device next reports, on the wall clock: every ``interval`` seconds, each at its own phase
-    (a city's devices do not all report on the same second). A silenced device is skipped.
+    of the interval (a city's devices do not all report on the same second). A silenced device is skipped.
 
-    Every device reports once within the first ``FIRST_REPORT_WITHIN_S`` seconds, as a real device does when
-    it connects, so that the whole city is on the map at once, not after its slowest interval (an hour)."""
+    Every device also reports once within the first ``FIRST_REPORT_WITHIN_S`` seconds, as a real device
+    does when it connects, so that the whole city is on the map at once, not after its slowest interval
+    (an hour); then it keeps its own phase, so that this start-up burst does not come back every interval."""
 
     interval_s: dict[str, float]
     _heap: list[tuple[float, str]] = field(default_factory=list)
+    _phase: dict[str, float] = field(default_factory=dict)
     silent: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         for device, interval in self.interval_s.items():
-            phase = (zlib.crc32(device.encode()) % 10_000) / 10_000 * min(interval, FIRST_REPORT_WITHIN_S)
-            self._heap.append((phase, device))
+            spread = (zlib.crc32(device.encode()) % 10_000) / 10_000
+            self._phase[device] = spread * interval
+            self._heap.append((spread * min(interval, FIRST_REPORT_WITHIN_S), device))
         heapq.heapify(self._heap)
 
     def due(self, wall_s: float) -> list[str]:
         """Devices whose report came due at or before ``wall_s`` (each once, however late the call)."""
         out = []
         while self._heap and self._heap[0][0] <= wall_s:
-            at, device = heapq.heappop(self._heap)
-            interval = self.interval_s[device]
-            # A late call (the process was busy) sends one report, then keeps the device's rhythm.
-            next_at = at + interval * max(1, math.floor((wall_s - at) / interval) + 1)
+            _, device = heapq.heappop(self._heap)
+            interval, phase = self.interval_s[device], self._phase[device]
+            # The next instant of the device's phase after now: a late call (the process was busy) sends
+            # one report, then the device keeps its rhythm.
+            next_at = phase + interval * (math.floor((wall_s - phase) / interval) + 1)
             heapq.heappush(self._heap, (next_at, device))
             if device not in self.silent:
                 out.append(device)

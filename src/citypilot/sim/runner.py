@@ -67,6 +67,7 @@ class Stats:
     messages: int = 0
     readings: int = 0
     commands: int = 0
+    max_lag_s: float = 0.0
     by_channel: dict[str, int] = field(default_factory=dict)
 
     def count(self, message: Outgoing) -> None:
@@ -134,11 +135,18 @@ class Runner:
 
     async def run(self, duration_s: float | None = None, report: Callable[[Stats], None] | None = None,
                   report_every_s: float = 10.0) -> Stats:
-        """Run the city until ``stop()`` (or for ``duration_s`` wall seconds)."""
+        """Run the city until ``stop()`` (or for ``duration_s`` wall seconds), a step every ``TICK_S``.
+
+        ``Stats.max_lag_s`` says how far behind its ticks the city fell: a simulator that cannot keep up
+        with its city (too large a scale for the machine) shows it there."""
         start = self._run_start = time.monotonic()
         next_report = start + report_every_s
+        tick = 0
         while not self._stop.is_set():
-            wall = time.monotonic() - start
+            now = time.monotonic()
+            lag = now - (start + tick * TICK_S)
+            self.stats.max_lag_s = max(self.stats.max_lag_s, lag)
+            wall = now - start
             if duration_s is not None and wall >= duration_s:
                 break
             self.publish(self.sim.step(wall))
@@ -147,8 +155,9 @@ class Runner:
             if report and time.monotonic() >= next_report:
                 report(self.stats)
                 next_report += report_every_s
+            tick = max(tick + 1, int((time.monotonic() - start) / TICK_S))  # late: skip ticks, never pile up
             try:
-                await asyncio.wait_for(self._stop.wait(), TICK_S - (time.monotonic() - start - wall) % TICK_S)
+                await asyncio.wait_for(self._stop.wait(), max(0.0, start + tick * TICK_S - time.monotonic()))
             except asyncio.TimeoutError:
                 pass
         return self.stats

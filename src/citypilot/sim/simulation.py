@@ -101,7 +101,7 @@ class Simulation:
         """Devices that send nothing at all just now (no power, no link)."""
         out: set[str] = set()
         for family in self.families:
-            out |= family.schedule.silent  # type: ignore[attr-defined]
+            out |= family.schedule.silent
         return out
 
     # --- geography ------------------------------------------------------------------------------

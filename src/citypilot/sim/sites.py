@@ -324,6 +324,7 @@ class Parking(_Simple):
         sensors = city.of_kind("parking_sensor")
         super().__init__([s.id for s in sensors], rng, {})
         self.ids = [s.id for s in sensors]
+        self._index = {d: i for i, d in enumerate(self.ids)}
         self.bay = [s.attributes["bay_type"] for s in sensors]
         n = len(sensors)
         day = 8 <= hours(start) < 19
@@ -355,12 +356,6 @@ class Parking(_Simple):
         if self.occupied[i]:
             values["occupied_since"] = iso(dt.datetime.fromtimestamp(float(self.since[i]), dt.timezone.utc))
         return values
-
-    @property
-    def _index(self) -> dict[str, int]:
-        if not hasattr(self, "_index_cache"):
-            self._index_cache = {d: i for i, d in enumerate(self.ids)}
-        return self._index_cache
 
 
 class AirQuality(_Simple):
