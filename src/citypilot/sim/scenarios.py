@@ -74,11 +74,14 @@ def _flood(sim: "Simulation", now: dt.datetime) -> list[Outgoing]:
 
 
 def _power_cut(sim: "Simulation", now: dt.datetime) -> list[Outgoing]:
+    # Three simulated hours, but at least a quarter of an hour of wall clock: devices report on real
+    # clocks, so a silence shorter than a cabinet's interval and grace (7.5 min) could not be noticed.
+    duration_s = max(3 * 3600, sim.clock.speed * 900)
     cabinets = sim.nearest("lighting_cabinet", POWER_CUT_CENTRE, 8)
     for cab in cabinets:  # the supply and the modem's battery both gone: the gateways fall silent
-        sim.lighting.mains_until[sim.lighting.cabinet_index[cab]] = now.timestamp() + 3 * 3600
+        sim.lighting.mains_until[sim.lighting.cabinet_index[cab]] = now.timestamp() + duration_s
     sim.lighting.silence(cabinets, True)
-    sim.later(3 * 3600, lambda s, t: s.lighting.silence(cabinets, False) or [])
+    sim.later(duration_s, lambda s, t: s.lighting.silence(cabinets, False) or [])
     return []
 
 
@@ -129,7 +132,7 @@ SCENARIOS = {s.name: s for s in [
              "Eight neighbouring lighting cabinets east of the centre stop reporting altogether (supply and modem "
              "battery gone): after their reporting interval and grace, they are offline and the street lights "
              "they report for become unreachable, as one group, not as hundreds of separate failures. They come "
-             "back three simulated hours later.",
+             "back three simulated hours later, and never before a quarter of an hour of real time.",
              _power_cut),
     Scenario("major_accident", "Major accident at a junction",
              "A junction south-east of the centre reports a signal lamp out and runs in flashing amber; two police "
