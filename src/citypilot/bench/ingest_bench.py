@@ -12,6 +12,7 @@ worker publishes after commit. ``lost`` counts messages neither applied nor dead
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -26,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import gmqtt
 import msgspec
@@ -156,16 +157,24 @@ async def _wait_for_balance(database_url: str, workers: int, timeout: float = 15
     raise RuntimeError(f"the {workers} workers did not share out the partitions within {timeout} s")
 
 
-def run_ingest_benchmark(config: Config, plan: Plan) -> dict[str, Any]:
+@contextlib.contextmanager
+def throwaway_stack(config: Config) -> Iterator[tuple[Config, str, str]]:
+    """Embedded PostgreSQL and NATS in a temporary directory, on free ports, with no ingest worker of
+    their own: (configuration, database URL, NATS URL). Stopped and deleted afterwards."""
     with tempfile.TemporaryDirectory(prefix="citypilot-bench-") as tmp:
         cfg = replace(config, data_dir=Path(tmp), database_url=None, nats_url=None, nats_port=free_port(),
                       mqtt_port=free_port(), nats_monitor_port=0, ingest_workers=0)
         infra = Infrastructure(cfg)
         endpoints = infra.start()
         try:
-            return asyncio.run(_run(cfg, endpoints.database_url, endpoints.nats_url or "", plan))
+            yield cfg, endpoints.database_url, endpoints.nats_url or ""
         finally:
             infra.stop()
+
+
+def run_ingest_benchmark(config: Config, plan: Plan) -> dict[str, Any]:
+    with throwaway_stack(config) as (cfg, database_url, nats_url):
+        return asyncio.run(_run(cfg, database_url, nats_url, plan))
 
 
 async def _run(cfg: Config, database_url: str, nats_url: str, plan: Plan) -> dict[str, Any]:

@@ -14,10 +14,7 @@ import asyncio
 import datetime as dt
 import os
 import platform
-import tempfile
 import time
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -31,15 +28,19 @@ from citypilot.geo.communes import metropole
 from citypilot.ingest.stream import backlog, ensure_stream
 from citypilot.registry import service
 from citypilot.runtime.embedded_nats import mqtt_login
-from citypilot.runtime.infrastructure import Infrastructure
-from citypilot.runtime.ports import free_port
 from citypilot.sim.city import build_city
 from citypilot.sim.clock import SimClock
 from citypilot.sim.registry_file import registry_bytes
 from citypilot.sim.runner import MqttTarget, Runner
 from citypilot.sim.simulation import Simulation
 
-from .ingest_bench import _deltas, _start_worker, _wait_for_balance, stop_workers
+from .ingest_bench import (
+    _deltas,
+    _start_worker,
+    _wait_for_balance,
+    stop_workers,
+    throwaway_stack,
+)
 
 DRAIN_LIMIT_S = 10.0
 FIRST_REPORTS_S = 10.0  # every device reports once within its first 10 s (the start-up burst)
@@ -69,16 +70,8 @@ async def _backlog(js: Any) -> int:
 
 
 def run_sim_benchmark(config: Config, scale: int, duration_s: float, speed: float, workers: int, seed: int = 1) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="citypilot-bench-") as tmp:
-        cfg = replace(config, data_dir=Path(tmp), database_url=None, nats_url=None, nats_port=free_port(),
-                      mqtt_port=free_port(), nats_monitor_port=0, ingest_workers=0)
-        infra = Infrastructure(cfg)
-        endpoints = infra.start()
-        try:
-            return asyncio.run(_run(cfg, endpoints.database_url, endpoints.nats_url or "", scale, duration_s, speed,
-                                    workers, seed))
-        finally:
-            infra.stop()
+    with throwaway_stack(config) as (cfg, database_url, nats_url):
+        return asyncio.run(_run(cfg, database_url, nats_url, scale, duration_s, speed, workers, seed))
 
 
 async def _run(cfg: Config, database_url: str, nats_url: str, scale: int, duration_s: float, speed: float,
