@@ -145,7 +145,6 @@ async def _run(cfg: Config, database_url: str, nats_url: str, scale: int, durati
     def pct(p: float, samples: list[float] = latencies) -> float | None:
         return round(samples[min(len(samples) - 1, int(len(samples) * p))], 1) if samples else None
 
-    run_s = stats.messages and duration_s
 
     def steady_rate(which: int) -> int | None:
         if steady_from[0] == float("inf") or ended <= steady_from[0]:
@@ -157,8 +156,8 @@ async def _run(cfg: Config, database_url: str, nats_url: str, scale: int, durati
     return {
         "benchmark": "sim", "scale": scale, "assets": len(city.assets), "speed": speed, "workers": workers_count,
         "duration_s": duration_s, "city_build_s": round(build_s, 2), "registry_import_s": round(import_s, 2),
-        "messages": stats.messages, "msgs_per_s": round(stats.messages / run_s) if run_s else 0,
-        "readings": stats.readings, "readings_per_s": round(stats.readings / run_s) if run_s else 0,
+        "messages": stats.messages, "msgs_per_s": round(stats.messages / duration_s),
+        "readings": stats.readings, "readings_per_s": round(stats.readings / duration_s),
         "by_channel": stats.by_channel, "simulator_process_cpu_s": round(sim_cpu, 1),
         "simulator_max_lag_s": round(stats.max_lag_s, 3), "backlog_max": backlog_max, "drain_after_end_s": round(drain_s, 2),
         "p50_ms": pct(0.5), "p99_ms": pct(0.99),

@@ -362,7 +362,7 @@ def sim(
         target = MqttTarget.parse(mqtt, username, password) if mqtt else default_target(config, username, password)
     except SimError as exc:
         fail(str(exc), 2)
-    run_sim(config, SimOptions(seed, scale, speed, parse_start(start), scenario, connections, duration), target)
+    run_sim(SimOptions(seed, scale, speed, parse_start(start), scenario, connections, duration), target)
 
 
 @app.command()

@@ -114,8 +114,8 @@ async def run_city(sim: Simulation, target: MqttTarget, options: SimOptions, *, 
             typer.echo(status_line(sim, runner.stats, runner.elapsed()) + " - stopped")
 
 
-def run_sim(config: Config, options: SimOptions, target: MqttTarget) -> None:
-    check_options(options.scale, options.speed, options.scenario)
+def run_sim(options: SimOptions, target: MqttTarget) -> None:
+    """Run the city until Ctrl-C (the options were checked by ``check_options``)."""
     city = build_city(options.seed, options.scale)
     sim = Simulation(city, SimClock(options.start, options.speed), options.scenario, options.seed)
     try:

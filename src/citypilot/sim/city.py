@@ -26,6 +26,11 @@ M_PER_DEG_LON = M_PER_DEG_LAT * math.cos(math.radians(CENTRE[1]))
 MAX_SCALE = 50
 
 
+def distance_m(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Distance in metres between two (lon, lat) points of the metropole (flat at this scale)."""
+    return math.hypot((b[0] - a[0]) * M_PER_DEG_LON, (b[1] - a[1]) * M_PER_DEG_LAT)
+
+
 @dataclass(frozen=True)
 class Counts:
     """How much of each kind of equipment the city has at scale 1."""

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .city import M_PER_DEG_LAT, M_PER_DEG_LON, City, Route
+from .city import M_PER_DEG_LAT, M_PER_DEG_LON, City, Route, distance_m
 from .model import CommandRefused, Outgoing, Schedule, hours
 
 BUS_SERVICE_HOURS = (5.5, 24.5)  # 05:30 to 00:30
@@ -46,10 +46,6 @@ class Vehicle:
     speed_kmh: float = 0.0
     heading: float = 0.0
     pinned: bool = False  # held on an incident by a scenario
-
-
-def _distance_m(a: tuple[float, float], b: tuple[float, float]) -> float:
-    return math.hypot((b[0] - a[0]) * M_PER_DEG_LON, (b[1] - a[1]) * M_PER_DEG_LAT)
 
 
 class Fleet:
@@ -125,7 +121,7 @@ class Fleet:
             cruise = 18.0 if v.service == "snow" and self.snow else 32.0  # gritting, or driving through town
             v.speed_kmh = float(np.clip(self.rng.normal(cruise, 6), 5, 70))
             step = cruise / 3.6 * elapsed_s
-            left = _distance_m((v.lon, v.lat), v.target)
+            left = distance_m((v.lon, v.lat), v.target)
             if left > 0:
                 dx, dy = (v.target[0] - v.lon) * M_PER_DEG_LON, (v.target[1] - v.lat) * M_PER_DEG_LAT
                 v.heading = round((math.degrees(math.atan2(dx, dy)) + 360) % 360, 1)
@@ -151,7 +147,7 @@ class Fleet:
     def dispatch(self, service: str, count: int, lon: float, lat: float) -> list[str]:
         """Send the ``count`` nearest vehicles of ``service`` to an incident, where they stay."""
         candidates = sorted((v for v in self.vehicles.values() if v.service == service and not v.pinned),
-                            key=lambda v: _distance_m((v.lon, v.lat), (lon, lat)))[:count]
+                            key=lambda v: distance_m((v.lon, v.lat), (lon, lat)))[:count]
         for v in candidates:
             v.pinned, v.status, v.target = True, "en_route", (lon, lat)
         return [v.id for v in candidates]
@@ -160,8 +156,8 @@ class Fleet:
         count = 0
         for bus in self.buses.values():
             blon, blat, _ = bus.line.at(bus.distance_m)
-            if _distance_m((blon, blat), (lon, lat)) <= radius_m or any(
-                    _distance_m((float(p[0]), float(p[1])), (lon, lat)) <= radius_m for p in bus.line.points):
+            if distance_m((blon, blat), (lon, lat)) <= radius_m or any(
+                    distance_m((float(p[0]), float(p[1])), (lon, lat)) <= radius_m for p in bus.line.points):
                 bus.slowdown, bus.extra_delay_per_h = factor, delay_per_h
                 count += 1
         return count

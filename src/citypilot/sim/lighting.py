@@ -16,7 +16,7 @@ import numpy as np
 
 from .city import City
 from .clock import local
-from .model import CommandRefused, Outgoing, Schedule, incidents
+from .model import CommandRefused, Outgoing, Schedule, struck
 from .sun import sunrise_sunset
 
 LAMP_FAILURES_PER_YEAR = 0.05    # per light: LED module, cabling, a pole hit by a car (about 5 a day at Dijon)
@@ -49,7 +49,8 @@ class Lighting:
             self.light_ids += city.lights_of[cab]
         self.light_index = {light: i for i, light in enumerate(self.light_ids)}
         self.starts = np.array(starts)
-        self.cabinet_of = np.repeat(np.arange(len(cabinets)), np.diff(np.append(self.starts, len(self.light_ids))))
+        self.counts = np.diff(np.append(self.starts, len(self.light_ids)))  # lights per cabinet
+        self.cabinet_of = np.repeat(np.arange(len(cabinets)), self.counts)
         n, m = len(self.light_ids), len(cabinets)
         self.lamp_power = np.array([lights[i].attributes["lamp_power_w"] for i in self.light_ids])
         self.floor = np.array([lights[i].attributes["safety_floor_pct"] for i in self.light_ids])
@@ -102,7 +103,6 @@ class Lighting:
         level = np.where(np.isnan(self.dim_override), level, self.dim_override)
         lit = self.cabinet_on[self.cabinet_of] & (self.fault == 0)
         lit &= self.switch_override != 2  # switched off by command (on again: back to the cabinet's)
-        lit &= self.mains_until[self.cabinet_of] <= now.timestamp()
         self.level = np.where(lit, level, 0.0)
         self.lit = lit
         power = self.lamp_power * self.level / 100.0
@@ -115,7 +115,7 @@ class Lighting:
         self.energy_kwh += self.cabinet_power_kw * elapsed_s / 3600.0
         working = np.flatnonzero(self.fault == 0)
         for code, rate in ((1, LAMP_FAILURES_PER_YEAR), (2, DRIVER_FAILURES_PER_YEAR)):
-            for i in self.rng.choice(working, size=min(incidents(self.rng, len(working), rate, elapsed_s), len(working)), replace=False):
+            for i in struck(self.rng, working, rate, elapsed_s):
                 self.fault[i] = code
                 self.repair_at[i] = now_s + self.rng.exponential(LIGHT_REPAIR_MEAN_S)
                 cab = int(self.cabinet_of[i])
@@ -129,7 +129,7 @@ class Lighting:
             self.repair_at[repaired] = np.inf
             self.urgent.update(int(self.cabinet_of[i]) for i in repaired)
         healthy = np.flatnonzero(self.mains_until <= now_s)
-        for cab in self.rng.choice(healthy, size=min(incidents(self.rng, len(healthy), MAINS_FAULTS_PER_YEAR, elapsed_s), len(healthy)), replace=False):
+        for cab in struck(self.rng, healthy, MAINS_FAULTS_PER_YEAR, elapsed_s):
             out += self.cut_mains(int(cab), now, self.rng.exponential(MAINS_FAULT_MEAN_S))
         restored = np.flatnonzero((self.mains_until > 0) & (self.mains_until <= now_s))
         for cab in restored:
@@ -148,8 +148,7 @@ class Lighting:
                                                           "message": f"mains power lost: {self.lights_count(cab)} lights dark"})]
 
     def lights_count(self, cab: int) -> int:
-        end = self.starts[cab + 1] if cab + 1 < len(self.starts) else len(self.light_ids)
-        return int(end - self.starts[cab])
+        return int(self.counts[cab])
 
     def silence(self, cabinet_ids: Iterable[str], silent: bool) -> None:
         """The cabinet stops reporting altogether (its modem lost power too): a gateway gone silent."""

@@ -19,10 +19,13 @@ import heapq
 import math
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Protocol, Sequence, TypeVar
 
 import numpy as np
 
+from .clock import local
+
+T = TypeVar("T")
 YEAR_S = 365.25 * 86_400
 FIRST_REPORT_WITHIN_S = 10.0
 
@@ -97,10 +100,15 @@ def incidents(rng: np.random.Generator, population: int, per_year: float, elapse
     return int(rng.poisson(population * per_year * elapsed_s / YEAR_S))
 
 
+def struck(rng: np.random.Generator, items: Sequence[T], per_year: float, elapsed_s: float) -> list[T]:
+    """Which of ``items`` suffer an incident that happens ``per_year`` times a year to each, over
+    ``elapsed_s`` simulated seconds: a Poisson count of distinct items."""
+    count = min(incidents(rng, len(items), per_year, elapsed_s), len(items))
+    return [items[i] for i in rng.choice(len(items), size=count, replace=False)] if count else []
+
+
 def hours(now: dt.datetime) -> float:
     """Local time of day at Dijon, in hours (14.5 is half past two in the afternoon)."""
-    from .clock import local
-
     here = local(now)
     return here.hour + here.minute / 60 + here.second / 3600
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import itertools
-import math
 from typing import Any, Callable
 
 import msgspec
 import numpy as np
 
-from .city import CENTRE, M_PER_DEG_LAT, M_PER_DEG_LON, City
+from .city import CENTRE, City, distance_m
 from .clock import SimClock
 from .fleet import Fleet
 from .lighting import Lighting
@@ -106,16 +105,12 @@ class Simulation:
 
     # --- geography ------------------------------------------------------------------------------
 
-    def _distance(self, asset: str, point: tuple[float, float]) -> float:
-        lon, lat = self.positions[asset]
-        return math.hypot((lon - point[0]) * M_PER_DEG_LON, (lat - point[1]) * M_PER_DEG_LAT)
-
     def nearest(self, kind: str, point: tuple[float, float], count: int) -> list[str]:
         ids = [a for a, k in self.kind_of.items() if k == kind]
-        return sorted(ids, key=lambda a: self._distance(a, point))[:count]
+        return sorted(ids, key=lambda a: distance_m(self.positions[a], point))[:count]
 
     def within(self, kind: str, point: tuple[float, float], radius_m: float) -> list[str]:
-        return [a for a, k in self.kind_of.items() if k == kind and self._distance(a, point) <= radius_m]
+        return [a for a, k in self.kind_of.items() if k == kind and distance_m(self.positions[a], point) <= radius_m]
 
     # --- commands -------------------------------------------------------------------------------
 

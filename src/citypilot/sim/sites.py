@@ -17,13 +17,8 @@ import numpy as np
 
 from .city import City
 from .clock import local
-from .model import CommandRefused, Outgoing, Schedule, hours, incidents, iso
+from .model import CommandRefused, Outgoing, Schedule, hours, iso, struck
 from .sun import sunrise_sunset
-
-
-def _pick(rng: np.random.Generator, items: list, per_year: float, elapsed_s: float) -> list:
-    count = min(incidents(rng, len(items), per_year, elapsed_s), len(items))
-    return list(rng.choice(np.array(items, dtype=object), size=count, replace=False)) if count else []
 
 
 @dataclass
@@ -44,7 +39,6 @@ class _Simple:
         self.items = {i: _Device(i, dict(initial)) for i in ids}
         self.schedule = Schedule({i: self.interval_s for i in ids})
         self.urgent: set[str] = set()
-        self.now = dt.datetime.now(dt.timezone.utc)
 
     def devices(self) -> Iterable[str]:
         return self.items
@@ -91,11 +85,11 @@ class Cameras(_Simple):
     def advance(self, now: dt.datetime, elapsed_s: float) -> list[Outgoing]:
         out, now_s = [], now.timestamp()
         healthy = [d for d in self.items.values() if not d.until]
-        for cam in _pick(self.rng, healthy, 12.0, elapsed_s):  # about monthly: a switch, a fibre, a power supply
+        for cam in struck(self.rng, healthy, 12.0, elapsed_s):  # about monthly: a switch, a fibre, a power supply
             self._start(cam, "network", now_s + self.rng.exponential(2 * 3600), {"status": "offline", "recording": False})
             out.append(Outgoing(cam.id, "event", {"code": "camera_offline", "severity": "major",
                                                   "message": "video stream lost (reported by the video management system)"}))
-        for cam in _pick(self.rng, healthy, 0.5, elapsed_s):
+        for cam in struck(self.rng, healthy, 0.5, elapsed_s):
             self._start(cam, "tampered", now_s + self.rng.exponential(86_400), {"status": "tampered"})
             out.append(Outgoing(cam.id, "event", {"code": "camera_tampered", "severity": "major",
                                                   "message": "image masked or camera moved"}))
@@ -145,8 +139,8 @@ class Bollards(_Simple):
     def advance(self, now: dt.datetime, elapsed_s: float) -> list[Outgoing]:
         out, now_s = [], now.timestamp()
         working = [d for d in self.items.values() if d.state["fault"] == "none"]
-        for site, (code, mean_s, per_year) in [(s, ("obstruction", 900, 6.0)) for s in _pick(self.rng, working, 6.0, elapsed_s)] + \
-                [(s, ("hydraulic", 2 * 86_400, 1.0)) for s in _pick(self.rng, working, 1.0, elapsed_s)]:
+        for site, (code, mean_s, per_year) in [(s, ("obstruction", 900, 6.0)) for s in struck(self.rng, working, 6.0, elapsed_s)] + \
+                [(s, ("hydraulic", 2 * 86_400, 1.0)) for s in struck(self.rng, working, 1.0, elapsed_s)]:
             self._start(site, "fault", now_s + self.rng.exponential(mean_s), {"position": "fault", "fault": code})
             out.append(Outgoing(site.id, "event", {"code": f"bollard_{code}", "severity": "major",
                                                    "message": {"obstruction": "a vehicle blocks the bollard",
@@ -203,7 +197,7 @@ class Panels(_Simple):
         sunrise, sunset = sunrise_sunset(here.date())
         brightness = 100.0 if sunrise <= here < sunset else 40.0
         rota = PANEL_MESSAGES[int(now_s // 900) % len(PANEL_MESSAGES)]  # the rota changes every quarter hour
-        for panel in _pick(self.rng, [d for d in self.items.values() if d.state["fault"] == "none"], 2.0, elapsed_s):
+        for panel in struck(self.rng, [d for d in self.items.values() if d.state["fault"] == "none"], 2.0, elapsed_s):
             self._start(panel, "fault", now_s + self.rng.exponential(7 * 86_400), {"fault": "pixel_failure"})
             out.append(Outgoing(panel.id, "event", {"code": "pixel_failure", "severity": "minor",
                                                     "message": "a block of pixels is dark"}))
@@ -284,11 +278,11 @@ class Buildings(_Simple):
         out, now_s = [], now.timestamp()
         for system, state, per_year, mean_s, code, severity in self.INCIDENTS:
             quiet = [b for b in self.items.values() if b.state[system] == "normal"]
-            for b in _pick(self.rng, quiet, per_year, elapsed_s):
+            for b in struck(self.rng, quiet, per_year, elapsed_s):
                 self._start(b, system, now_s + self.rng.exponential(mean_s), {system: state})
                 out.append(Outgoing(b.id, "event", {"code": code, "severity": severity}))
         armed = [b for b in self.items.values() if b.state["intrusion"] == "armed"]
-        for b in _pick(self.rng, armed, self.INTRUSIONS_PER_YEAR, elapsed_s):
+        for b in struck(self.rng, armed, self.INTRUSIONS_PER_YEAR, elapsed_s):
             self._start(b, "intrusion", now_s + self.rng.exponential(900), {"intrusion": "alarm"})
             out.append(Outgoing(b.id, "event", {"code": "intrusion_alarm", "severity": "major",
                                                 "message": "volumetric detector triggered"}))
@@ -367,6 +361,7 @@ class AirQuality(_Simple):
     def __init__(self, city: City, rng: np.random.Generator, start: dt.datetime) -> None:
         super().__init__([s.id for s in city.of_kind("air_quality_station")], rng, {})
         self.cold = False
+        self.now = start
 
     def advance(self, now: dt.datetime, elapsed_s: float) -> list[Outgoing]:
         self.now = now

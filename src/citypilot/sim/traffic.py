@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .city import City
-from .model import CommandRefused, Outgoing, Schedule, hours, incidents
+from .model import CommandRefused, Outgoing, Schedule, hours, struck
 
 # (fault, incidents per junction per year, mean duration s, severity)
 FAULT_RATES = [("lamp_out", 4.0, 6 * 3600, "minor"), ("detector_fault", 6.0, 2 * 86_400, "minor"),
@@ -72,8 +72,7 @@ class Traffic:
         hour = hours(now)
         for name, per_year, mean_s, severity in FAULT_RATES:
             healthy = [j for j in self.junctions if j.fault == "none" and j.forced is None]
-            count = min(incidents(self.rng, len(healthy), per_year, elapsed_s), len(healthy))
-            for j in self.rng.choice(healthy, size=count, replace=False) if count else []:
+            for j in struck(self.rng, healthy, per_year, elapsed_s):
                 j.fault, j.fault_until = name, now_s + self.rng.exponential(mean_s)
                 if name == "conflict":
                     j.mode = "flashing_amber"  # the controller's own fallback
@@ -84,8 +83,7 @@ class Traffic:
                                                                             "fallen back to flashing amber"}[name]}))
                 self.urgent.add(j.id)
         linked = [j for j in self.junctions if j.silent_until <= now_s]
-        count = min(incidents(self.rng, len(linked), LINK_LOSSES_PER_YEAR, elapsed_s), len(linked))
-        for j in self.rng.choice(linked, size=count, replace=False) if count else []:
+        for j in struck(self.rng, linked, LINK_LOSSES_PER_YEAR, elapsed_s):
             j.silent_until = now_s + self.rng.exponential(LINK_LOSS_MEAN_S)
         for j in self.junctions:
             if j.fault != "none" and j.fault_until <= now_s:
