@@ -73,6 +73,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ingest_stream_replicas", int, 1, "Copies of the ingest stream on a NATS cluster (3 in production; 1 embedded)."),
     Setting("offline_grace_percent", int, 50, "A device is offline after its reporting interval plus this share of it..."),
     Setting("offline_min_grace_s", int, 10, "...but never less than this grace, in seconds."),
+    Setting("alarms_rules_dir", str, None, "Directory of alarm-rule files (*.toml); unset = the rules shipped with citypilot. "
+                                           "Edits are picked up within seconds; a file with an error is refused."),
+    Setting("alarms_engine", bool, True, "Run the alarm engine in this process (one leader runs at a time)."),
+    Setting("notify_config", str, None, "TOML file of outbound notification channels (webhooks, e-mail); unset = in-app only."),
     Setting("log_level", str, "info", "debug, info, warning or error."),
     Setting("log_format", str, "json", "json (one JSON object per line) or console."),
 )
@@ -110,6 +114,9 @@ class Config:
     ingest_stream_replicas: int
     offline_grace_percent: int
     offline_min_grace_s: int
+    alarms_rules_dir: str | None
+    alarms_engine: bool
+    notify_config: str | None
     log_level: str
     log_format: str
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -164,6 +171,12 @@ def _coerce(setting: Setting, raw: Any, origin: str) -> Any:
         if value < 0:
             raise ConfigError(f"{origin}: must not be negative, got {value}")
         return value
+    if setting.type is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return raw.strip().lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{origin}: expected true or false, got {raw!r}")
     if not isinstance(raw, str):
         raise ConfigError(f"{origin}: expected a string, got {raw!r}")
     return raw

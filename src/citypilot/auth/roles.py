@@ -41,3 +41,9 @@ ROLES_WITH_SERVICE = frozenset({Role.SERVICE_COORDINATOR, Role.FIELD_AGENT})
 def sees_restricted(role: str) -> bool:
     """May this role see public-safety equipment (cameras, building alarm panels)?"""
     return role in PUBLIC_SAFETY_ROLES
+
+# Who may act on alarms (acknowledge, clear, shelve, comment). A service coordinator acts on the
+# alarms his service is told about; the police on public-safety ones as on the others it sees.
+ALARM_HANDLERS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.OPERATOR, Role.POLICE, Role.SERVICE_COORDINATOR})
+# Who may read the event journal: the control room, and the DPO who audits it.
+JOURNAL_READERS = REGISTRY_READERS | {Role.DPO}

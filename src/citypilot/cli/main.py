@@ -25,6 +25,17 @@ app.add_typer(user_app, name="user")
 app.add_typer(assets_app, name="assets")
 app.add_typer(db_app, name="db")
 app.add_typer(bench_app, name="bench")
+audit_app = typer.Typer(help="Audit the event journal (tamper evidence).", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+def _add_rules_app() -> None:
+    from .rules import rules_app
+
+    app.add_typer(rules_app, name="rules")
+
+
+_add_rules_app()
 
 
 def _version(value: bool) -> None:
@@ -290,6 +301,26 @@ def db_migrate(ctx: typer.Context) -> None:
     config = get_config(ctx)
     with database(config) as url:
         typer.echo(f"schema at version {current_version(url)}")
+
+
+@audit_app.command("verify")
+def audit_verify(ctx: typer.Context) -> None:
+    """Check the journal's hash chain: every entry carries the hash of the previous one, ids run without
+    a gap, the head matches. Exit 1 at the first broken link, naming the entry."""
+    import psycopg
+
+    from citypilot.journal.audit import verify
+
+    config = get_config(ctx)
+    with database(config) as url:
+        async def work(_pool: object) -> object:
+            async with await psycopg.AsyncConnection.connect(url) as conn:
+                return await verify(conn)
+
+        verdict = run_with_pool(url, work)
+    if not verdict.ok:
+        fail(f"journal chain broken: {verdict.problem} (checked {verdict.entries} entries before it)")
+    typer.echo(f"journal chain intact: {verdict.entries} entries; head {verdict.head_id} {verdict.head_hash}")
 
 
 # --- an external NATS's users --------------------------------------------------------------------------

@@ -1,0 +1,74 @@
+"""PostgreSQL adapter of the journal: append entries, read them back.
+
+Ids, hashes and the chain are the database's job (a trigger under the lock of ``journal_head``, see
+migration 0004): ids are committed in order and no writer can skip the chain. Appending is part of the
+caller's transaction, so an alarm and its journal entry are written together or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Sequence
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from citypilot.geo.projection import point_to_lambert93
+
+from .entries import NewEntry
+
+ENTRY_COLUMNS = ("id, at, recorded_at, domain, type, severity, asset_id, kind, commune, lat, lon, alarm_id, actor, "
+                 "restricted, service, summary, data")
+
+# Commune and position come from the registry when the writer did not give them.
+_APPEND = """
+INSERT INTO journal (at, domain, type, severity, asset_id, kind, commune, lat, lon, pt, alarm_id, actor, restricted,
+                     service, summary, data)
+SELECT e.at, e.domain, e.type, e.severity, e.asset_id, COALESCE(e.kind, a.kind), COALESCE(e.commune, a.commune),
+       COALESCE(e.lat, a.lat), COALESCE(e.lon, a.lon), CASE WHEN e.x IS NULL THEN a.pt ELSE point(e.x, e.y) END,
+       e.alarm_id, e.actor,
+       e.restricted, COALESCE(e.service, a.service), e.summary, e.data
+FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+            %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::int8[], %s::text[], %s::bool[], %s::text[],
+            %s::text[], %s::jsonb[])
+     WITH ORDINALITY AS e(at, domain, type, severity, asset_id, kind, commune, lat, lon, x, y, alarm_id, actor,
+                          restricted, service, summary, data, n)
+LEFT JOIN assets a ON a.id = e.asset_id
+ORDER BY e.n
+RETURNING id
+"""
+
+
+async def append(conn: psycopg.AsyncConnection, entries: Sequence[NewEntry]) -> list[int]:
+    """Append entries in the caller's transaction; return their ids, in order.
+
+    Entries that carry their own position (a storm over a commune) are projected here; the others take
+    the registry's point."""
+    if not entries:
+        return []
+    columns: list[list[Any]] = [[] for _ in range(17)]
+    for e in entries:
+        x = y = None
+        if e.lat is not None and e.lon is not None:
+            x, y = point_to_lambert93(e.lon, e.lat)
+        for i, value in enumerate((e.at, e.domain, e.type, e.severity, e.asset_id, e.kind, e.commune, e.lat, e.lon,
+                                   x, y, e.alarm_id, e.actor, e.restricted, e.service, e.summary[:1000], Jsonb(e.data))):
+            columns[i].append(value)
+    rows = await (await conn.execute(_APPEND, columns)).fetchall()
+    return [r[0] for r in rows]
+
+
+def row_to_entry(row: Sequence[Any]) -> dict[str, Any]:
+    """A journal row as the API and the live feed show it."""
+    out = dict(zip(ENTRY_COLUMNS.split(", "), row))
+    for key in ("at", "recorded_at"):
+        value = out[key]
+        if isinstance(value, dt.datetime):
+            out[key] = value.isoformat()
+    return out
+
+
+async def head(conn: psycopg.AsyncConnection) -> int:
+    """The id of the latest committed entry (0 when the journal is empty)."""
+    row = await (await conn.execute("SELECT last_id FROM journal_head")).fetchone()
+    return int(row[0]) if row else 0
