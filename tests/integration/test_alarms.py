@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import time
 from typing import Any
 
 from .conftest import City, eventually, problem, reading, utcnow
@@ -192,3 +193,155 @@ def test_alarm_statistics(city):
     assert stats["time_to_acknowledge"]["acknowledged"] >= 1 and stats["time_to_acknowledge"]["mean_s"] >= 0
     assert "minor" in stats["time_to_acknowledge"]["by_severity"]
     problem(city.client.get("/api/v1/alarms/stats", params={"since": "2026-01-01T00:00:00"}, headers=city.headers()), 400)
+
+
+def service_sync_s() -> float:
+    from citypilot.alarms.service import SYNC_EVERY_S
+
+    return SYNC_EVERY_S + 0.5
+
+
+def runtime_of(city: City) -> Any:
+    return city.client.app.state.context.extra["alarms"]
+
+
+def test_an_alarm_left_unacknowledged_is_escalated_once(city):
+    service = runtime_of(city).service
+    (light,) = city.import_assets({"id": "SL-E", "kind": "street_light"})
+    city.publish([(light, "telemetry", reading(utcnow() - dt.timedelta(seconds=5), fault="lamp_failure"))])
+    alarm = wait_alarm(city, light, "lamp_failure")
+    saved = service.escalation
+    service.escalation = {"minor": 1.0}  # one second instead of two hours
+    try:
+        escalated = wait_alarm(city, light, "lamp_failure", lambda a: a["escalated_at"] is not None, "escalated")
+        time.sleep(service_sync_s())  # another escalation pass: nothing new
+    finally:
+        service.escalation = saved
+    entries = journal(city, alarm=alarm["id"], type="alarm.escalated")
+    assert len(entries) == 1 and entries[0]["data"]["unacknowledged_for_s"] >= 1
+    assert escalated["state"] == "raised"
+
+
+def test_only_one_engine_leads(city, stack):
+    from citypilot.alarms.rules_source import RuleSource
+    from citypilot.alarms.service import AlarmService
+
+    app_runtime = runtime_of(city)
+    assert eventually(lambda: app_runtime.service.leading, "the application's engine leads")
+
+    async def second() -> bool:
+        from psycopg_pool import AsyncConnectionPool
+
+        async with AsyncConnectionPool(stack.endpoints.database_url, min_size=1, max_size=2, open=False) as pool:
+            await pool.open(wait=True)
+            other = AlarmService(pool, None, app_runtime.service.catalog,
+                                 RuleSource(None, app_runtime.service.catalog), None, stack.endpoints.database_url)
+            stop = asyncio.Event()
+            task = asyncio.create_task(other.run(stop))
+            led = False
+            for _ in range(30):
+                await asyncio.sleep(0.1)
+                led = led or other.leading
+            stop.set()
+            await task
+            return led
+    assert asyncio.run(second()) is False
+    assert app_runtime.service.leading
+
+
+def test_the_service_in_charge_is_told_by_a_signed_webhook(city, stack):
+    """Fire in a building: the engine enqueues a notification in the alarm's transaction, the
+    dispatcher POSTs it to the buildings service's webhook, signed."""
+    import hashlib
+    import hmac
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from psycopg_pool import AsyncConnectionPool
+
+    from citypilot.notify.config import parse_notify_config
+    from citypilot.notify.dispatcher import NotificationDispatcher
+
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((dict(self.headers), body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = parse_notify_config(f'''
+[[channel]]
+name = "buildings-hook"
+type = "webhook"
+url = "http://127.0.0.1:{server.server_address[1]}/hook"
+secret_env = "HOOK_SECRET"
+services = ["buildings"]
+min_severity = "major"
+''', environ={"HOOK_SECRET": "s3cret"})
+    service = runtime_of(city).service
+    saved = service.notify_config
+    service.notify_config = config
+    try:
+        (panel,) = city.import_assets({"id": "BLD-N", "kind": "building_alarm_panel"})
+        city.publish([(panel, "telemetry", reading(utcnow() - dt.timedelta(seconds=5), intrusion="alarm"))])
+        alarm = wait_alarm(city, panel, "intrusion_alarm")
+    finally:
+        service.notify_config = saved
+
+    async def dispatch() -> int:
+        async with AsyncConnectionPool(stack.endpoints.database_url, min_size=1, max_size=2, open=False) as pool:
+            await pool.open(wait=True)
+            dispatcher = NotificationDispatcher(pool, config, stack.endpoints.database_url)
+            try:
+                return await dispatcher.send_due()
+            finally:
+                await dispatcher.aclose()
+    try:
+        eventually(lambda: asyncio.run(dispatch()) and received, "the webhook delivered")
+    finally:
+        server.shutdown()
+    headers, body = next((h, b) for h, b in received if json.loads(b)["id"] == alarm["id"])
+    payload = json.loads(body)
+    assert (payload["event"], payload["severity"], payload["asset"], payload["type"]) == \
+        ("raised", "critical", panel, "intrusion_alarm")
+    t, v1 = (part.split("=", 1)[1] for part in headers["Citypilot-Signature"].split(","))
+    assert hmac.compare_digest(v1, hmac.new(b"s3cret", f"{t}.".encode() + body, hashlib.sha256).hexdigest())
+    assert headers["Citypilot-Delivery"] == f"{alarm['id']}:1:raised:buildings-hook"
+    rows = city.sql("SELECT status, attempts FROM notifications WHERE alarm_id = %s", (alarm["id"],))
+    assert rows == [("sent", 1)]
+
+
+def test_registry_changes_are_operator_actions_in_the_journal(city):
+    (light,) = city.import_assets({"id": "SL-R", "kind": "street_light"})
+    imported = journal(city, type="registry.imported", limit=5)
+    assert imported and imported[0]["data"]["created"] >= 1 and imported[0]["actor"] != "system"
+    r = city.client.patch(f"/api/v1/assets/{light}", json={"name": "Lampadaire du parvis"}, headers=city.headers())
+    assert r.status_code == 200, r.text
+    r = city.client.post(f"/api/v1/assets/{light}/retire", json={"reason": "pole removed"}, headers=city.headers())
+    assert r.status_code == 200, r.text
+    entries = journal(city, asset=light, type="registry.*")
+    assert [e["type"] for e in entries] == ["registry.retired", "registry.updated"]
+    assert entries[0]["data"]["note"] == "pole removed" and entries[1]["data"]["fields"] == ["name"]
+    assert entries[0]["domain"] == "lighting" and entries[0]["commune"]
+
+
+def test_account_changes_are_journaled_without_secrets(city):
+    name = f"j-{city.uid.lower()}"
+    r = city.client.post("/api/v1/users", json={"username": name, "role": "operator", "password": "Correct-Horse-42-battery"},
+                         headers=city.headers())
+    assert r.status_code == 201, r.text
+    r = city.client.patch(f"/api/v1/users/{name}", json={"password": "Another-Horse-43-battery", "disabled": True},
+                          headers=city.headers())
+    assert r.status_code == 200, r.text
+    entries = [e for e in journal(city, type="account.*", limit=50) if e["data"]["username"] == name]
+    assert [e["type"] for e in entries] == ["account.updated", "account.created"]
+    assert entries[0]["data"] == {"username": name, "disabled": True, "password": "changed"}
+    assert "Horse" not in json.dumps(entries)
+    assert journal(city, "dpo", type="account.*", limit=1)  # the DPO audits them

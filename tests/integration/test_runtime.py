@@ -329,3 +329,22 @@ def test_a_second_serve_on_the_same_data_directory_is_refused_and_the_first_keep
     finally:
         _stop(first, signal.SIGTERM)
     assert _processes_using(tmp_path / "data") == []
+
+
+@pytest.mark.slow
+def test_alarms_benchmark_runs_end_to_end_on_a_throwaway_stack(tmp_path):
+    """A short, light run of `citypilot bench alarms`: the figures it prints come from a real feed."""
+    import json
+
+    env = _env({"CITYPILOT_DATA_DIR": str(tmp_path / "never-used")})
+    result = _run(["bench", "alarms", "--rate", "300", "--duration", "20", "--clients", "3", "--twin-clients", "1",
+                   "--power-cut-lights", "124", "--probes-per-s", "2"], env, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["fault_to_websocket_ms"]["samples"] >= 3 * 20  # every probe reached every client
+    assert figures["clients"]["closed_by_server"] == 0 and figures["clients"]["twin_frames_min"] > 0
+    cut = figures["power_cut"]
+    assert cut["lights"] == 124 and cut["all_alarms_in_s"] is not None
+    # One alarm per cabinet (some of them may be folded in turn under a storm alarm of their commune).
+    assert cut["cabinet_alarms"] == 4 and cut["lamp_alarms_folded"] == 124 and cut["top_level_alarms"] <= 6
+    assert not (tmp_path / "never-used").exists(), "the benchmark must not touch the configured data directory"

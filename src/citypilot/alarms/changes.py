@@ -26,7 +26,9 @@ from nats.js.errors import NotFoundError
 STREAM = "CITYPILOT_CHANGES"
 SUBJECTS = ["citypilot.twin.>", "citypilot.connectivity.>", "citypilot.device-event.>"]
 CONSUMER = "alarm-engine"
-DELIVER_SUBJECT = "citypilot.alarms.deliver"
+# Outside citypilot.>: a push consumer's messages keep their original subjects (citypilot.twin...), so
+# a deliver subject under citypilot.> would show every change twice to whoever listens to citypilot.>.
+DELIVER_SUBJECT = "_citypilot.alarms.deliver"
 ACK_WAIT_S = 30.0
 MAX_ACK_PENDING = 2_000
 
@@ -43,8 +45,13 @@ async def ensure_changes_stream(nc: NATS, max_bytes: int = 1024**3, replicas: in
     else:
         await js.update_stream(config)
     try:
-        await js.consumer_info(STREAM, CONSUMER)
+        info = await js.consumer_info(STREAM, CONSUMER)
     except NotFoundError:
+        info = None
+    if info is not None and info.config.deliver_subject != DELIVER_SUBJECT:  # made by an earlier version
+        await js.delete_consumer(STREAM, CONSUMER)
+        info = None
+    if info is None:
         # First start: what is already in the stream is older than the reconciliation that follows.
         await js.add_consumer(STREAM, ConsumerConfig(
             durable_name=CONSUMER, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW, ack_wait=ACK_WAIT_S,

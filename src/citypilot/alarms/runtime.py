@@ -37,6 +37,8 @@ class AlarmRuntime:
             if config.alarms_engine else None
         self.dispatcher = NotificationDispatcher(pool, self.notify_config, database_url) \
             if config.alarms_engine and self.notify_config.channels else None
+        if self.service is not None and self.dispatcher is not None:
+            self.service.after_commit = self.dispatcher.wake
         self.stop_event = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -58,3 +60,9 @@ class AlarmRuntime:
                 task.cancel()
         if self.dispatcher is not None:
             await self.dispatcher.aclose()
+
+    def wake_notifications(self) -> None:
+        """After an operator's action that notifies (a clear): send now rather than at the next tick.
+        (Only the dispatcher of the leading process sends; elsewhere its next tick does.)"""
+        if self.dispatcher is not None:
+            self.dispatcher.wake()

@@ -18,7 +18,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import msgspec
 import psycopg
@@ -85,6 +85,7 @@ class AlarmService:
         self._wake = asyncio.Event()
         self._assets_loaded_until: dt.datetime | None = None
         self._unknown: dict[str, float] = {}  # asset id -> monotonic time until which it is known unknown
+        self.after_commit: Callable[[], None] = lambda: None  # wakes the notification dispatcher
 
     # -- leadership ------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -298,6 +299,8 @@ class AlarmService:
                 transitions = await apply_decisions(conn, decisions, self.notify_config, _now())
         for _, journal_type in transitions:
             TRANSITIONS.labels(journal_type).inc()
+        if transitions:
+            self.after_commit()
 
     async def escalate_due(self) -> int:
         """Alarms raised and still unacknowledged past their severity's delay (not shelved, not folded)."""
@@ -320,6 +323,7 @@ class AlarmService:
                                      {"unacknowledged_for_s": round((now - a.raised_at).total_seconds())}) for a in escalated],
                              self.notify_config, now)
         TRANSITIONS.labels("alarm.escalated").inc(len(escalated))
+        self.after_commit()
         return len(escalated)
 
 

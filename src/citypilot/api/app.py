@@ -30,7 +30,8 @@ from citypilot.runtime.infrastructure import Endpoints
 from . import problems
 from .context import AppContext
 from .problems import problem_response
-from .routes import assets, auth, catalog, health, ingest, twin, users
+from .routes import alarms, assets, auth, catalog, health, ingest, journal, twin, users
+from .routes import live as live_feed
 from .security import LoginThrottle, audit_routes
 
 log = logging.getLogger("citypilot.http")
@@ -165,7 +166,7 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
             app.state.context.broker_users = broker_users
             violations = BrokerViolationWatch(endpoints.nats_server.log_file, pool)  # refused publishes
             await violations.start()
-        ingest = None
+        ingest = alarms_runtime = None
         if nc is not None:
             from citypilot.ingest.service import IngestService
             from citypilot.ingest.stream import ensure_stream
@@ -173,14 +174,29 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
             # The stream must exist before devices publish, workers or not: without it the broker would
             # acknowledge their messages and drop them.
             await ensure_stream(nc, config.ingest_stream_max_bytes, config.ingest_stream_replicas)
+            from citypilot.alarms.runtime import AlarmRuntime
+
+            alarms_runtime = AlarmRuntime(config, pool, nc, app.state.context.catalog, endpoints.database_url)
+            await alarms_runtime.prepare()  # before the workers publish what the engine reads
+            app.state.context.extra["alarms"] = alarms_runtime
+            app.state.context.extra["notify_config"] = alarms_runtime.notify_config
 
             ingest = IngestService(config, pool, nc, endpoints.database_url, app.state.context.catalog,
                                    app.state.context.communes, config.ingest_workers)
             await ingest.start()
             app.state.context.extra["ingest"] = ingest
+            await alarms_runtime.start()
+        from citypilot.live.hub import LiveHub
+
+        live = LiveHub.from_context(app.state.context)  # the operators' WebSocket feed (routes/live.py)
+        await live.start()
+        app.state.context.extra["live"] = live
         try:
             yield
         finally:
+            await live.stop()
+            if alarms_runtime is not None:
+                await alarms_runtime.stop()
             if ingest is not None:
                 await ingest.stop()
             if violations is not None:
@@ -203,7 +219,8 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
     )
     app.state.login_throttle = LoginThrottle()
     problems.install(app)
-    routers = (health.router, auth.router, catalog.router, assets.router, twin.router, ingest.router, users.router)
+    routers = (health.router, auth.router, catalog.router, assets.router, twin.router, ingest.router, users.router,
+               alarms.router, journal.router, live_feed.router)
     audit_routes(routers)
     for router in routers:
         app.include_router(router)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict, deque
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, Depends, Request, WebSocket
+from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from citypilot.auth import accounts, tokens
 from citypilot.auth.accounts import Principal
@@ -34,7 +35,7 @@ def _unauthenticated(detail: str = "authentication required: log in and send the
     return Problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="citypilot"'})
 
 
-def _same_origin(request: Request) -> bool:
+def _same_origin(request: HTTPConnection) -> bool:
     origin = request.headers.get("origin") or request.headers.get("referer")
     if not origin:
         return False
@@ -67,6 +68,57 @@ async def authenticate(request: Request, credentials: HTTPAuthorizationCredentia
                            "must come from the citypilot web application")
     request.state.principal = principal
     return principal
+
+
+async def authenticate_websocket(websocket: WebSocket) -> Principal:
+    """Who opens a WebSocket (the live feed). Browsers cannot set headers on a WebSocket, so the token also
+    comes as the ``access_token`` query parameter; ``Authorization: Bearer`` works for other clients, and
+    the session cookie too, but then only from the same origin: a WebSocket is not bound by CORS, and any
+    site could otherwise open the feed with a logged-in operator's cookie. The same checks as
+    ``authenticate`` (signature, expiry, session not revoked, account enabled); raises Problem(401/403)."""
+    token = websocket.query_params.get("access_token") or None
+    from_cookie = False
+    header = websocket.headers.get("authorization")
+    if token is None and header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise _unauthenticated("unsupported Authorization scheme: send 'Authorization: Bearer <token>'")
+        token = value.strip()
+    if token is None:
+        token = websocket.cookies.get(SESSION_COOKIE) or None
+        from_cookie = token is not None
+    if token is None:
+        raise _unauthenticated("authentication required: send access_token=<token> (or the session cookie)")
+    context = get_context(websocket)  # type: ignore[arg-type]
+    try:
+        claims = tokens.decode(context.secret_key, token)
+    except tokens.InvalidToken:
+        raise _unauthenticated("invalid or expired token: log in again") from None
+    async with context.pool.connection() as conn:
+        principal = await accounts.resolve_session(conn, claims)
+    if principal is None:
+        raise _unauthenticated("session ended (logged out, expired or account disabled): log in again")
+    if from_cookie and not _same_origin(websocket):
+        raise Problem(403, "cross-origin WebSocket refused: with the session cookie, open it from the citypilot "
+                           "web application (or send access_token)")
+    websocket.state.principal = principal
+    return principal
+
+
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+
+
+def websocket_access(*roles: str | Iterable[str]) -> Callable[[_Endpoint], _Endpoint]:
+    """Declare the roles a WebSocket endpoint lets in, for ``audit_routes``. A WebSocket cannot answer with
+    a problem document, so the endpoint checks them itself after ``authenticate_websocket`` (and closes
+    with its own code); this marks the declaration so that no WebSocket route is left open by forgetting."""
+    allowed = frozenset(r for role in roles for r in ([role] if isinstance(role, str) else [str(x) for x in role]))
+
+    def mark(endpoint: _Endpoint) -> _Endpoint:
+        endpoint.allowed_roles = allowed  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
 
 
 def allow(*roles: str | Iterable[str]) -> Any:
@@ -142,6 +194,12 @@ def audit_routes(routers: Iterable[APIRouter]) -> dict[str, list[str] | str]:
     declared: dict[str, list[str] | str] = {}
     for router in routers:
         for route in router.routes:
+            if isinstance(route, APIWebSocketRoute):  # not in OpenAPI: the roles are checked by the endpoint
+                roles = getattr(route.endpoint, "allowed_roles", None)
+                if not roles:
+                    raise RuntimeError(f"WebSocket route {route.path} must declare its roles with websocket_access(...)")
+                declared[f"WEBSOCKET {route.path}"] = sorted(roles)
+                continue
             if not isinstance(route, APIRoute):
                 raise RuntimeError(f"unexpected route type {type(route).__name__} in a router: audit it")
             public, roles = _declared(route)

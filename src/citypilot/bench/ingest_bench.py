@@ -85,7 +85,7 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()
 
 
-async def _publish(mqtt_port: int, jobs: list[list[tuple[str, bytes | None, str | None, list[str] | None]]],
+async def publish_jobs(mqtt_port: int, jobs: list[list[tuple[str, bytes | None, str | None, list[str] | None]]],
                    rate: float, make_payload: Any) -> float:
     """Publish every job list over its own MQTT connection (QoS 1); return when all are acknowledged."""
     clients = []
@@ -125,7 +125,7 @@ def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
         worker.wait(timeout=30)
 
 
-def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     log_path = Path(env["CITYPILOT_DATA_DIR"]) / f"worker-{time.monotonic_ns()}.log"
     process = subprocess.Popen([str(Path(sys.executable).parent / "citypilot"), "worker"], env=env,
                                stdout=subprocess.PIPE, stderr=log_path.open("wb"))
@@ -220,7 +220,7 @@ async def _run(cfg: Config, database_url: str, nats_url: str, plan: Plan) -> dic
 
     # 1. Raw MQTT -> JetStream, same messages, same publishers.
     raw_jobs = split([(f"bench/raw/{device}", None, device, readings) for _, device, readings in devices])
-    raw_elapsed = await _publish(cfg.mqtt_port, raw_jobs, 0.0, payload_of)
+    raw_elapsed = await publish_jobs(cfg.mqtt_port, raw_jobs, 0.0, payload_of)
     raw_stored = (await js.stream_info("BENCH_RAW")).state.messages
     await js.delete_stream("BENCH_RAW")
 
@@ -236,7 +236,7 @@ async def _run(cfg: Config, database_url: str, nats_url: str, plan: Plan) -> dic
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYPILOT_")}
     env.update(CITYPILOT_DATABASE_URL=database_url, CITYPILOT_NATS_URL=nats_url, CITYPILOT_DATA_DIR=str(cfg.data_dir),
                CITYPILOT_LOG_LEVEL="warning", CITYPILOT_INGEST_BATCH_SIZE=str(cfg.ingest_batch_size))
-    workers = [_start_worker(env) for _ in range(plan.workers)]
+    workers = [start_worker(env) for _ in range(plan.workers)]
     try:
         await _wait_for_balance(database_url, plan.workers)
     except BaseException:
@@ -248,13 +248,13 @@ async def _run(cfg: Config, database_url: str, nats_url: str, plan: Plan) -> dic
     counter[0] = 0
     jobs = split([(topic, None, device, readings) for topic, device, readings in devices])
     start = time.perf_counter()
-    publishing = asyncio.create_task(_publish(cfg.mqtt_port, jobs, plan.rate, payload_of))
+    publishing = asyncio.create_task(publish_jobs(cfg.mqtt_port, jobs, plan.rate, payload_of))
     if plan.kill_worker_after_s is not None:
         await asyncio.sleep(plan.kill_worker_after_s)
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait()
         killed = 1
-        workers[0] = _start_worker(env)
+        workers[0] = start_worker(env)
     publish_elapsed = await publishing
     last_print = 0.0
     while True:

@@ -36,7 +36,7 @@ from citypilot.sim.simulation import Simulation
 
 from .ingest_bench import (
     _deltas,
-    _start_worker,
+    start_worker,
     _wait_for_balance,
     stop_workers,
     throwaway_stack,
@@ -104,7 +104,7 @@ async def _run(cfg: Config, database_url: str, nats_url: str, scale: int, durati
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYPILOT_")}
     env.update(CITYPILOT_DATABASE_URL=database_url, CITYPILOT_NATS_URL=nats_url, CITYPILOT_DATA_DIR=str(cfg.data_dir),
                CITYPILOT_LOG_LEVEL="warning")
-    workers = [_start_worker(env) for _ in range(workers_count)]
+    workers = [start_worker(env) for _ in range(workers_count)]
     backlog_max = 0
     steady_counts = (0, 0)
     try:

@@ -386,6 +386,7 @@ def sim(
     if write_registry is not None:
         write_registry_file(write_registry, registry_format, seed, scale)
         return
+    begin = parse_start(start)  # every option checked before looking for a citypilot to talk to
     config = get_config(ctx)
     from citypilot.sim.runner import MqttTarget, SimError
 
@@ -393,7 +394,7 @@ def sim(
         target = MqttTarget.parse(mqtt, username, password) if mqtt else default_target(config, username, password)
     except SimError as exc:
         fail(str(exc), 2)
-    run_sim(SimOptions(seed, scale, speed, parse_start(start), scenario, connections, duration), target)
+    run_sim(SimOptions(seed, scale, speed, begin, scenario, connections, duration), target)
 
 
 @app.command()
@@ -488,6 +489,33 @@ def bench_sim(
     config = get_config(ctx)
     try:
         figures = run_sim_benchmark(config, scale, duration, speed, workers)
+    except (StartupError, RuntimeError) as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(figures))
+
+
+@bench_app.command("alarms")
+def bench_alarms(
+    ctx: typer.Context,
+    rate: float = typer.Option(10_000, min=100, max=200_000, help="Background device messages a second."),
+    duration: float = typer.Option(60.0, min=20, max=3600, help="Seconds of background load."),
+    clients: int = typer.Option(50, min=1, max=1000, help="WebSocket clients on the live feed."),
+    twin_clients: int = typer.Option(5, min=0, max=1000, help="How many of them also take the twin deltas of the whole city."),
+    probes_per_s: float = typer.Option(4.0, min=0.5, max=50, help="Lamp failures a second whose latency is measured."),
+    power_cut_lights: int = typer.Option(1000, min=10, max=20_000, help="Lights failing within one second, halfway."),
+    workers: int = typer.Option(1, min=1, max=16, help="`citypilot worker` processes."),
+) -> None:
+    """Device fault to alarm on the operators' WebSocket, under background load, with a power cut halfway
+    (throw-away embedded stack, a real `citypilot serve` and workers)."""
+    from citypilot.bench.alarms_bench import AlarmPlan, run_alarms_benchmark
+
+    if twin_clients > clients:
+        fail(f"--twin-clients {twin_clients}: at most --clients ({clients})", 2)
+    config = get_config(ctx)
+    plan = AlarmPlan(rate=rate, duration_s=duration, clients=clients, twin_clients=twin_clients, probes_per_s=probes_per_s,
+                     power_cut_at_s=duration / 2, power_cut_lights=power_cut_lights, workers=workers)
+    try:
+        figures = run_alarms_benchmark(config, plan)
     except (StartupError, RuntimeError) as exc:
         fail(str(exc))
     typer.echo(json.dumps(figures))

@@ -18,8 +18,26 @@ from .common import fail, require_free_http_port, sigterm_as_interrupt
 log = logging.getLogger("citypilot.serve")
 
 
+def check_alarm_files(config: Config) -> None:
+    """The alarm rules and the notification channels, read before anything starts: a control centre
+    must not start with rules or channels it cannot read (file, line and reason, exit 2)."""
+    from pathlib import Path
+
+    from citypilot.alarms.rules import RuleError
+    from citypilot.alarms.rules_source import RuleSource
+    from citypilot.equipment.catalog import default_catalog
+    from citypilot.notify.config import NotifyConfigError, load_notify_config
+
+    try:
+        RuleSource(config.alarms_rules_dir, default_catalog())
+        load_notify_config(Path(config.notify_config).expanduser() if config.notify_config else None)
+    except (RuleError, NotifyConfigError) as exc:
+        fail(str(exc), 2)
+
+
 def run_server(config: Config) -> None:
     require_free_http_port(config)
+    check_alarm_files(config)
     infra = Infrastructure(config)
     # uvicorn handles SIGINT/SIGTERM while it runs, shuts down gracefully, then re-raises the signal:
     # with SIGTERM turned into KeyboardInterrupt, that lands in the ``finally`` that stops the servers.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import gc
 from typing import Any, Iterator
 
@@ -16,6 +17,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from citypilot.equipment.catalog import Catalog
 from citypilot.geo.communes import Communes
+from citypilot.journal import store as journal
+from citypilot.journal.entries import OPERATIONS, NewEntry
 
 from . import repository as repo
 from .formats import read_registry_file
@@ -64,7 +67,23 @@ async def import_file(pool: AsyncConnectionPool, data: bytes, fmt: str, *, actor
                                             communes=communes, origins=origins)
             if dry_run:
                 raise psycopg.Rollback()
+            if result.created or result.updated:
+                await journal.append(conn, [NewEntry(
+                    at=_now(), domain=OPERATIONS, type="registry.imported", actor=actor,
+                    summary=f"registry import by {actor} ({source}): {result.created} created, {result.updated} updated, "
+                            f"{result.unchanged} unchanged", data={**result.as_dict(), "source": source, "format": fmt})])
     return result
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _entry(catalog: Catalog, sheet: Any, type_: str, actor: str, summary: str, data: dict[str, Any]) -> NewEntry:
+    """The journal entry of one asset's change: an operator action, in the asset's history."""
+    spec = catalog.kinds.get(sheet["kind"])
+    return NewEntry(at=_now(), domain=spec.domain if spec else OPERATIONS, type=type_, actor=actor,
+                    asset_id=sheet["id"], restricted=bool(spec and spec.restricted), summary=summary, data=data)
 
 
 async def create_asset(pool: AsyncConnectionPool, values: dict[str, Any], *, actor: str, catalog: Catalog,
@@ -78,7 +97,10 @@ async def create_asset(pool: AsyncConnectionPool, values: dict[str, Any], *, act
                 raise repo.AssetExists(sheets[0].id)
             await repo.save_sheets(conn, sheets, actor=actor, source="api", catalog=catalog, communes=communes,
                                    origins={sheets[0].id: Problem("body", None, "")})
-            return await repo.get_asset(conn, sheets[0].id)
+            created = await repo.get_asset(conn, sheets[0].id)
+            await journal.append(conn, [_entry(catalog, created, "registry.created", actor,
+                                               f"{created['kind']} {created['id']} created by {actor}", {})])
+            return created
 
 
 async def update_asset(pool: AsyncConnectionPool, asset_id: str, changes: dict[str, Any], *, actor: str,
@@ -106,9 +128,17 @@ async def update_asset(pool: AsyncConnectionPool, asset_id: str, changes: dict[s
                 else:
                     values[key] = value
             sheets = validate_sheets([RawRecord("body", values)], catalog, communes)
-            await repo.save_sheets(conn, sheets, actor=actor, source="api", catalog=catalog, communes=communes,
-                                   origins={asset_id: Problem("body", None, "")}, note=note)
-            return await repo.get_asset(conn, asset_id)
+            saved = await repo.save_sheets(conn, sheets, actor=actor, source="api", catalog=catalog, communes=communes,
+                                           origins={asset_id: Problem("body", None, "")}, note=note)
+            updated = await repo.get_asset(conn, asset_id)
+            if saved.updated:
+                retired = updated["status"] == "retired" and current["status"] != "retired"
+                what = "retired" if retired else "updated"
+                await journal.append(conn, [_entry(catalog, updated, f"registry.{what}", actor,
+                                                   f"{updated['kind']} {asset_id} {what} by {actor}"
+                                                   + (f": {note}" if note else ""),
+                                                   {"fields": sorted(changes), **({"note": note} if note else {})})])
+            return updated
 
 
 def merge_attributes(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

@@ -238,6 +238,9 @@ async def _act(context: AppContext, principal: Principal, alarm_id: int,
         raise Problem(404, f"no alarm {alarm_id}", type_="not-found") from None
     except TransitionError as exc:
         raise Problem(exc.status, exc.reason, type_="conflict" if exc.status == 409 else "invalid-input") from None
+    runtime = context.extra.get("alarms")
+    if runtime is not None:
+        runtime.wake_notifications()
     return FastJSONResponse(store.to_json(alarm, now))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
@@ -11,6 +12,8 @@ from citypilot.auth import accounts
 from citypilot.auth.accounts import AccountError, LastAdmin, Principal, UnknownUser, UserExists
 from citypilot.auth.passwords import WeakPassword
 from citypilot.auth.roles import ACCOUNT_ADMINS, Role
+from citypilot.journal import store as journal
+from citypilot.journal.entries import OPERATIONS, NewEntry
 
 from ..context import AppContext, get_context
 from ..problems import Problem
@@ -39,6 +42,15 @@ class UserChange(BaseModel):
     service: str | None = Field(None, max_length=40, description="With role: the service of a per-service role")
 
 
+async def _journal(conn: Any, principal: Principal, type_: str, username: str, data: dict[str, Any]) -> None:
+    """Account changes are operator actions: in the tamper-evident journal, with who made them."""
+    what = ", ".join(f"{k} {v}" for k, v in data.items() if v is not None)
+    await journal.append(conn, [NewEntry(at=dt.datetime.now(dt.timezone.utc), domain=OPERATIONS, type=type_,
+                                         actor=principal.username, summary=f"account {username} {type_.split('.')[1]} by "
+                                                                           f"{principal.username}" + (f": {what}" if what else ""),
+                                         data={"username": username, **data})])
+
+
 @router.get("", summary="List accounts")
 async def list_users(principal: Principal = allow(ACCOUNT_ADMINS, Role.DPO),
                      context: AppContext = Depends(get_context)) -> list[dict[str, Any]]:
@@ -51,8 +63,12 @@ async def create_user(body: NewUser, principal: Principal = allow(ACCOUNT_ADMINS
                       context: AppContext = Depends(get_context)) -> dict[str, Any]:
     try:
         async with context.pool.connection() as conn:
-            await accounts.add_user(conn, body.username, body.role, body.password, services=dict(context.catalog.services),
-                                    service=body.service, display_name=body.display_name)
+            async with conn.transaction():
+                await accounts.add_user(conn, body.username, body.role, body.password,
+                                        services=dict(context.catalog.services), service=body.service,
+                                        display_name=body.display_name)
+                await _journal(conn, principal, "account.created", body.username,
+                               {"role": body.role, "service": body.service})
     except UserExists as exc:
         raise Problem(409, str(exc), type_="duplicate-id") from None
     except (AccountError, WeakPassword) as exc:
@@ -78,6 +94,11 @@ async def change_user(username: str, body: UserChange, principal: Principal = al
                                             services=dict(context.catalog.services))
                 if body.disabled is not None:
                     await accounts.set_disabled(conn, username, body.disabled)
+                changed = {k: v for k, v in (("role", body.role), ("service", body.service), ("disabled", body.disabled))
+                           if v is not None}
+                if body.password is not None:
+                    changed["password"] = "changed"  # that it changed, never what to
+                await _journal(conn, principal, "account.updated", username, changed)
     except WeakPassword as exc:
         raise Problem(422, str(exc), type_="invalid-input") from None
     except UnknownUser as exc:
