@@ -95,9 +95,13 @@ class Feed:
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
+        self.pending: list[dict[str, Any]] = []
 
     async def next(self, timeout: float = 5.0) -> dict[str, Any]:
-        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        """The next frame; an ``events`` frame (a burst) is read as the event frames it carries."""
+        if not self.pending:
+            self.pending = unbatch(json.loads(await asyncio.wait_for(self.ws.recv(), timeout)))
+        return self.pending.pop(0)
 
     async def frame(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -123,13 +127,20 @@ class Feed:
 
     async def closed(self, timeout: float = 5.0) -> tuple[int | None, str, list[dict[str, Any]]]:
         """Read to the end: (close code, reason, frames received before it)."""
-        frames = []
+        frames, self.pending = self.pending, []
         try:
             while True:
-                frames.append(json.loads(await asyncio.wait_for(self.ws.recv(), timeout)))
+                frames += unbatch(json.loads(await asyncio.wait_for(self.ws.recv(), timeout)))
         except ConnectionClosed:
             pass
         return self.ws.close_code, self.ws.close_reason or "", frames
+
+
+def unbatch(frame: dict[str, Any]) -> list[dict[str, Any]]:
+    if frame["type"] == "events":
+        assert len(frame["events"]) >= 2 and all(f["type"] == "event" for f in frame["events"])
+        return frame["events"]
+    return [frame]
 
 
 def url(server: LiveServer, token: str | None = None, **params: Any) -> str:

@@ -73,17 +73,20 @@ _UPDATE = (f"UPDATE alarms SET {', '.join(f'{c} = %s' for c in _WRITABLE)}, upda
 
 async def save(conn: psycopg.AsyncConnection, alarms: Sequence[Alarm]) -> list[Alarm]:
     """Insert the new alarms (giving them ids) and update the others; return them with their ids."""
-    out = []
     async with conn.cursor() as cur:
         updates = [a for a in alarms if a.id is not None]
         if updates:
             await cur.executemany(_UPDATE, [[*_values(a), a.id] for a in updates])
-        for alarm in alarms:
-            if alarm.id is None:
-                await cur.execute(_INSERT, [*_values(alarm), _point(alarm)])
-                alarm = dataclasses.replace(alarm, id=(await cur.fetchone())[0])
-            out.append(alarm)
-    return out
+        new = [a for a in alarms if a.id is None]
+        ids: list[int] = []
+        if new:  # one round trip for all of them (a power cut raises hundreds at once)
+            await cur.executemany(_INSERT, [[*_values(a), _point(a)] for a in new], returning=True)
+            while True:
+                ids.append((await cur.fetchone())[0])
+                if not cur.nextset():
+                    break
+    given = iter(ids)
+    return [dataclasses.replace(a, id=next(given)) if a.id is None else a for a in alarms]
 
 
 def to_json(alarm: Alarm, now: Any = None) -> dict[str, Any]:

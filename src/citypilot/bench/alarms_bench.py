@@ -11,7 +11,7 @@ own), MQTT devices (gmqtt, QoS 1) and WebSocket clients (the ``websockets`` libr
    time (that includes the feed's one-second batching).
 3. Probes: ``probes_per_s`` times a second, one light (each under its own cabinet, so nothing is
    correlated away) reports a lamp failure; its latency is from the publish to the ``alarm.raised``
-   event on each client's feed.
+   event on each client's feed. Probes sent in the 10 s after the power cut began are reported apart.
 4. A power cut at ``power_cut_at_s``: ``power_cut_lights`` lights of whole cabinets report a failure
    within one second. Measured: how long until all of them are alarms, how many top-level alarms
    that makes (correlation and storms), and the background's ingest latency (device -> twin delta)
@@ -55,6 +55,9 @@ from .ingest_bench import _deltas, _wait_for_balance, publish_jobs, start_worker
 from .synthetic import registry_csv
 
 
+CUT_WINDOW_S = 10.0  # probes sent this long after the power cut began are reported apart
+
+
 @dataclass
 class AlarmPlan:
     rate: float = 10_000.0
@@ -67,6 +70,7 @@ class AlarmPlan:
     workers: int = 1
     publishers: int = 4
     lights: int = 34_000
+    gateway: bool = False  # background as cabinet messages (31 lights' readings each): ``rate`` is then readings/s
 
 
 class _Entry(msgspec.Struct):
@@ -79,10 +83,15 @@ class _Delta(msgspec.Struct):
     ts: dt.datetime
 
 
+class _Event(msgspec.Struct):
+    entry: _Entry
+
+
 class _Frame(msgspec.Struct):
     type: str
     entry: _Entry | None = None
     deltas: list[_Delta] | None = None
+    events: list[_Event] | None = None  # an "events" frame: a burst, several event frames in one
 
 
 _frames = msgspec.json.Decoder(_Frame)
@@ -181,7 +190,7 @@ async def _run(cfg: Config, database_url: str, nats_url: str, plan: AlarmPlan) -
         async with httpx.AsyncClient(base_url=base) as http:
             token = (await http.post("/api/v1/auth/login", json={"username": "bench", "password": password})).json()["access_token"]
         return await _measure(cfg, plan, nc, database_url, f"ws://127.0.0.1:{port}/api/v1/live", token, lights,
-                              probe_lights, cut_lights, websockets)
+                              by_cabinet, probe_lights, cut_lights, websockets)
     finally:
         await nc.close()
         stop_workers(workers)
@@ -193,9 +202,14 @@ async def _run(cfg: Config, database_url: str, nats_url: str, plan: AlarmPlan) -
 
 
 async def _measure(cfg: Config, plan: AlarmPlan, nc: Any, database_url: str, ws_url: str, token: str, lights: list[str],
-                   probe_lights: list[str], cut_lights: list[str], websockets: Any) -> dict[str, Any]:
+                   by_cabinet: dict[str, list[str]], probe_lights: list[str], cut_lights: list[str],
+                   websockets: Any) -> dict[str, Any]:
     probe_sent: dict[str, float] = {}
-    probe_latencies: list[float] = []
+    probe_latencies: list[float] = []  # steady state
+    cut_latencies: list[float] = []    # probes sent in the 10 s after the power cut began
+    cut_started = [0.0]
+    to_commit: list[float] = []
+    to_screen: list[float] = []
     clients = [_Client(i, i < plan.twin_clients) for i in range(plan.clients)]
     measuring = [False]
 
@@ -207,13 +221,20 @@ async def _measure(cfg: Config, plan: AlarmPlan, nc: Any, database_url: str, ws_
                 async for message in ws:
                     now = time.time()
                     frame = _frames.decode(message)
-                    if frame.type == "event" and frame.entry is not None:
+                    entries = [frame.entry] if frame.type == "event" and frame.entry is not None else \
+                        [e.entry for e in frame.events] if frame.type == "events" and frame.events else []
+                    for entry in entries:
                         client.events += 1
                         if measuring[0]:
-                            client.event_lag_max_s = max(client.event_lag_max_s, now - frame.entry.recorded_at.timestamp())
-                        if frame.entry.type == "alarm.raised" and frame.entry.asset_id in probe_sent:
-                            probe_latencies.append((now - probe_sent[frame.entry.asset_id]) * 1000)
-                    elif frame.type == "twin" and frame.deltas:
+                            client.event_lag_max_s = max(client.event_lag_max_s, now - entry.recorded_at.timestamp())
+                        if entry.type == "alarm.raised" and entry.asset_id in probe_sent:
+                            sent = probe_sent[entry.asset_id]
+                            in_cut = cut_started[0] and cut_started[0] <= sent < cut_started[0] + CUT_WINDOW_S
+                            (cut_latencies if in_cut else probe_latencies).append((now - sent) * 1000)
+                            if client.index == 0:  # where the time goes: to the alarm's commit, then to the screen
+                                to_commit.append((entry.recorded_at.timestamp() - sent) * 1000)
+                                to_screen.append((now - entry.recorded_at.timestamp()) * 1000)
+                    if frame.type == "twin" and frame.deltas:
                         client.twin_frames += 1
                         if measuring[0]:
                             newest = max(d.ts for d in frame.deltas).timestamp()
@@ -243,10 +264,26 @@ async def _measure(cfg: Config, plan: AlarmPlan, nc: Any, database_url: str, ws_
         ts = dt.datetime.now(dt.timezone.utc).isoformat()
         return b'{"ts":"%s","values":{"power_w":%d.5,"burning_hours":%d}}' % (ts.encode(), counter[0] % 70, counter[0])
 
-    total = int(plan.rate * plan.duration_s)
-    background = [(protocol.topic(lights[i % len(lights)], "telemetry"), None, lights[i % len(lights)], None)
-                  for i in range(total)]
+    def gateway_payload(_: str, readings: list[str]) -> bytes:
+        counter[0] += 1
+        ts = dt.datetime.now(dt.timezone.utc).isoformat()
+        return msgspec.json.encode({"ts": ts, "readings": [{"asset": a, "values": {"power_w": counter[0] % 70 + 0.5}}
+                                                           for a in readings]})
+
+    if plan.gateway:
+        cabinets = sorted(by_cabinet)
+        per_message = sum(len(v) for v in by_cabinet.values()) / len(cabinets)
+        total = int(plan.rate / per_message * plan.duration_s)
+        background = [(protocol.topic(cabinets[i % len(cabinets)], "telemetry"), None, cabinets[i % len(cabinets)],
+                       by_cabinet[cabinets[i % len(cabinets)]]) for i in range(total)]
+        make = gateway_payload
+    else:
+        total = int(plan.rate * plan.duration_s)
+        background = [(protocol.topic(lights[i % len(lights)], "telemetry"), None, lights[i % len(lights)], None)
+                      for i in range(total)]
+        make = payload
     jobs = [background[i::plan.publishers] for i in range(plan.publishers)]
+    message_rate = total / plan.duration_s
 
     prober = gmqtt.Client(f"bench-probe-{os.getpid()}")
     prober.set_auth_credentials(*mqtt_login(cfg.mqtt_port))
@@ -256,8 +293,6 @@ async def _measure(cfg: Config, plan: AlarmPlan, nc: Any, database_url: str, ws_
         ts = dt.datetime.now(dt.timezone.utc).isoformat()
         prober.publish(protocol.topic(light, "telemetry"),
                        b'{"ts":"%s","values":{"fault":"lamp_failure"}}' % ts.encode(), qos=1)
-
-    cut_started = [0.0]
 
     async def probes() -> None:
         await asyncio.sleep(5)  # the feed and the workers settle
@@ -277,7 +312,8 @@ async def _measure(cfg: Config, plan: AlarmPlan, nc: Any, database_url: str, ws_
             if i % 50 == 49:
                 await asyncio.sleep(max(0.0, cut_started[0] + (i + 1) / len(cut_lights) - time.time()))
 
-    publish_elapsed, *_ = await asyncio.gather(publish_jobs(cfg.mqtt_port, jobs, plan.rate, payload), probes(), power_cut())
+    publish_elapsed, *_ = await asyncio.gather(publish_jobs(cfg.mqtt_port, jobs, message_rate, make), probes(),
+                                               power_cut())
     achieved = total / publish_elapsed
 
     # The power cut, seen from the database.
@@ -319,11 +355,17 @@ async def _measure(cfg: Config, plan: AlarmPlan, nc: Any, database_url: str, ws_
     per_client = [{"events": c.events, "twin_frames": c.twin_frames} for c in clients]
     return {
         "benchmark": "alarms",
-        "background_target_msgs_per_s": plan.rate, "background_msgs_per_s": round(achieved),
+        "background": "gateway (cabinet messages, 31 readings each)" if plan.gateway else "one reading per message",
+        "background_target_msgs_per_s": round(message_rate), "background_msgs_per_s": round(achieved),
+        "background_readings_per_s": round(achieved * (plan.rate / message_rate)),
         "duration_s": plan.duration_s, "workers": plan.workers,
         "fault_to_websocket_ms": {"p50": _pct(probe_latencies, 0.5), "p99": _pct(probe_latencies, 0.99),
                                   "max": _pct(probe_latencies, 1.0), "samples": len(probe_latencies),
-                                  "probes": len(probe_sent), "clients": plan.clients},
+                                  "probes": len(probe_sent), "clients": plan.clients,
+                                  "to_alarm_committed_p50": _pct(to_commit, 0.5), "to_alarm_committed_p99": _pct(to_commit, 0.99),
+                                  "commit_to_screen_p50": _pct(to_screen, 0.5), "commit_to_screen_p99": _pct(to_screen, 0.99)},
+        "fault_to_websocket_during_power_cut_ms": {"p50": _pct(cut_latencies, 0.5), "p99": _pct(cut_latencies, 0.99),
+                                                   "max": _pct(cut_latencies, 1.0), "samples": len(cut_latencies)},
         "clients": {"connected": plan.clients, "with_twin": plan.twin_clients,
                     "closed_by_server": sum(1 for c in clients if c.closed),
                     "max_event_lag_s": round(max(c.event_lag_max_s for c in clients), 2),

@@ -504,6 +504,8 @@ def bench_alarms(
     probes_per_s: float = typer.Option(4.0, min=0.5, max=50, help="Lamp failures a second whose latency is measured."),
     power_cut_lights: int = typer.Option(1000, min=10, max=20_000, help="Lights failing within one second, halfway."),
     workers: int = typer.Option(1, min=1, max=16, help="`citypilot worker` processes."),
+    gateway: bool = typer.Option(False, help="Background as lighting-cabinet messages of 31 readings: --rate is then "
+                                             "readings a second."),
 ) -> None:
     """Device fault to alarm on the operators' WebSocket, under background load, with a power cut halfway
     (throw-away embedded stack, a real `citypilot serve` and workers)."""
@@ -513,7 +515,8 @@ def bench_alarms(
         fail(f"--twin-clients {twin_clients}: at most --clients ({clients})", 2)
     config = get_config(ctx)
     plan = AlarmPlan(rate=rate, duration_s=duration, clients=clients, twin_clients=twin_clients, probes_per_s=probes_per_s,
-                     power_cut_at_s=duration / 2, power_cut_lights=power_cut_lights, workers=workers)
+                     power_cut_at_s=duration / 2, power_cut_lights=power_cut_lights, workers=workers,
+                     gateway=gateway)
     try:
         figures = run_alarms_benchmark(config, plan)
     except (StartupError, RuntimeError) as exc:

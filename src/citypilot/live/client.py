@@ -28,6 +28,8 @@ FRAMES = Counter("citypilot_live_frames_total", "Frames sent to live-feed client
 DISCONNECTS = Counter("citypilot_live_disconnects_total", "Live-feed connections ended, by reason", ["reason"])
 
 SLOW = (4002, "not reading fast enough", "slow_reader")
+BATCH_EVENTS = 500
+BATCH_BYTES = 1 << 20
 MAX_REASON_BYTES = 123  # RFC 6455: a close frame's reason fits in 123 bytes
 encoder = msgspec.json.Encoder()
 
@@ -155,6 +157,8 @@ class LiveClient:
                     continue
                 kind, text = self._frames.popleft()
                 self._bytes -= len(text)
+                if kind == "event" and self._frames and self._frames[0][0] == "event":
+                    kind, text = "events", self._batch(text)
                 if len(self._frames) <= self.max_frames // 2 and self._bytes <= self.max_bytes // 2:
                     self._room.set()
                 await self._send_text(text)
@@ -164,6 +168,19 @@ class LiveClient:
         except Exception as exc:  # the connection is gone: nothing more to send it
             log.debug("live send failed", extra={"user": self.principal.username, "error": f"{type(exc).__name__}: {exc}"})
             self.close(None, "", "connection_lost")
+
+    def _batch(self, first: str) -> str:
+        """Event frames waiting together (a burst: a power cut raises hundreds of alarms at once) go out as
+        one ``events`` frame, up to BATCH_EVENTS of them or BATCH_BYTES: a WebSocket message costs the
+        same whether it carries one entry or a hundred, and a burst reaches 50 screens 50 times faster.
+        The frames are already encoded: they are joined, not re-encoded."""
+        texts, size = [first], len(first)
+        while self._frames and self._frames[0][0] == "event" and len(texts) < BATCH_EVENTS and size < BATCH_BYTES:
+            _, text = self._frames.popleft()
+            self._bytes -= len(text)
+            texts.append(text)
+            size += len(text)
+        return '{"type":"events","events":[' + ",".join(texts) + "]}"
 
     # --- ending it -----------------------------------------------------------------------------------
     def close(self, code: int | None, reason: str, label: str, detail: str | None = None) -> None:
