@@ -337,6 +337,13 @@ def test_account_changes_are_journaled_without_secrets(city):
     r = city.client.post("/api/v1/users", json={"username": name, "role": "operator", "password": "Correct-Horse-42-battery"},
                          headers=city.headers())
     assert r.status_code == 201, r.text
+    login = city.client.post("/api/v1/auth/login", json={"username": name, "password": "Correct-Horse-42-battery"})
+    assert login.status_code == 200, login.text
+    city.client.post("/api/v1/auth/logout", headers={"Authorization": f"Bearer {login.json()['access_token']}"})
+    city.client.cookies.clear()
+    sessions = journal(city, actor=name, type="session.*")
+    assert [e["type"] for e in sessions] == ["session.closed", "session.opened"]
+    assert sessions[1]["data"]["role"] == "operator" and "Horse" not in json.dumps(sessions)
     r = city.client.patch(f"/api/v1/users/{name}", json={"password": "Another-Horse-43-battery", "disabled": True},
                           headers=city.headers())
     assert r.status_code == 200, r.text

@@ -166,6 +166,11 @@ def test_the_demo_shows_the_whole_metropole_live_and_obeys_commands_then_stops_c
 
         cameras = api.get("/api/v1/twin", params={"kind": "camera", "limit": 500}).json()["items"]
         assert any(c["state"]["values"]["status"] != "online" for c in cameras), "broken cameras await repair"
+        broken = {c["id"] for c in cameras if c["state"]["values"]["status"] != "online"}
+        camera_alarms = eventually(lambda: api.get("/api/v1/alarms", params={"kind": "camera", "limit": 500}).json()["items"],
+                                   "the broken cameras raised alarms for the police", timeout=30)
+        assert {a["asset_id"] for a in camera_alarms} & broken and all(a["notify"] == ["police"] for a in camera_alarms)
+        assert api.get("/api/v1/journal", params={"type": "registry.imported"}).json()["items"][-1]["actor"] == "citypilot-demo"
 
         metrics = httpx.get(f"http://127.0.0.1:{demo.port}/metrics").text
         dead = re.search(r'citypilot_ingest_messages_total\{outcome="dead_lettered"\} (\S+)', metrics)

@@ -156,3 +156,19 @@ def test_filter_is_replaced_whole_and_describes_itself():
     again = parse_filter({k: v for k, v in described.items() if v not in (None, [])}, VOCABULARY, "operator")
     assert again == flt
     assert parse_filter({}, Vocabulary({}, frozenset()), "police") == LiveFilter(sees_restricted=True)
+
+
+def test_a_service_follows_its_equipment_and_the_alarms_that_tell_it():
+    from citypilot.equipment.catalog import default_catalog
+    from citypilot.live.filters import FilterError, Vocabulary, parse_filter
+
+    vocabulary = Vocabulary.from_catalog(default_catalog())
+    flt = parse_filter({"service": "police"}, vocabulary, "police")
+    assert flt.matches_entry({"type": "alarm.raised", "service": "parking", "data": {"notify": ["police"]}})
+    assert flt.matches_entry({"type": "device.event", "service": "police", "data": {}})
+    assert not flt.matches_entry({"type": "alarm.raised", "service": "lighting", "data": {"notify": ["lighting"]}})
+    assert not flt.matches_entry({"type": "registry.updated", "service": None, "data": {}})
+    import pytest
+
+    with pytest.raises(FilterError, match="service"):
+        parse_filter({"service": "plumbing"}, vocabulary, "operator")

@@ -30,6 +30,7 @@ from citypilot.equipment.catalog import Catalog
 from citypilot.journal import store as journal
 from citypilot.journal.entries import DEVICE, SYSTEM, NewEntry
 from citypilot.notify.config import NotifyConfig
+from citypilot.runtime.leadership import run_as_leader
 
 from . import store
 from .apply import apply_decisions, record
@@ -89,20 +90,11 @@ class AlarmService:
 
     # -- leadership ------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as leader:
-                    got = (await (await leader.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,))).fetchone())[0]
-                    if got:
-                        log.info("leading the alarm engine", extra={"rules": len(self.rules.rules)})
-                        await self._lead(stop, leader)
-            except (psycopg.Error, OSError) as exc:
-                log.warning("alarm engine interrupted", extra={"error": str(exc)[:300]})
-            except Exception as exc:  # never let the engine die for good: log, wait, lead again
-                log.exception("alarm engine failed; restarting", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
-            finally:
-                self.leading = False
-            await _sleep(stop, 2.0)
+        def stepped_down() -> None:
+            self.leading = False
+
+        await run_as_leader(self.database_url, LEADER_LOCK, stop, lambda leader: self._lead(stop, leader),
+                            duty="the alarm engine", log=log, stepped_down=stepped_down)
 
     async def _lead(self, stop: asyncio.Event, leader: psycopg.AsyncConnection) -> None:
         await self.load()
@@ -329,10 +321,3 @@ class AlarmService:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
-        pass

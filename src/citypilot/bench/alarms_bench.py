@@ -21,9 +21,7 @@ own), MQTT devices (gmqtt, QoS 1) and WebSocket clients (the ``websockets`` libr
 from __future__ import annotations
 
 import asyncio
-import csv
 import datetime as dt
-import io
 import os
 import platform
 import secrets
@@ -51,7 +49,7 @@ from citypilot.registry import service
 from citypilot.runtime.embedded_nats import mqtt_login
 from citypilot.runtime.ports import free_port
 
-from .ingest_bench import _deltas, _wait_for_balance, publish_jobs, start_worker, stop_workers, throwaway_stack
+from .ingest_bench import _deltas, _devices, _wait_for_balance, publish_jobs, start_worker, stop_workers, throwaway_stack
 from .synthetic import registry_csv
 
 
@@ -115,15 +113,6 @@ def _pct(values: list[float], p: float) -> float | None:
     return round(values[min(len(values) - 1, int(len(values) * p))], 1)
 
 
-def _layout(csv_bytes: bytes) -> tuple[list[str], dict[str, list[str]]]:
-    lights, by_cabinet = [], {}
-    for row in csv.DictReader(io.StringIO(csv_bytes.decode())):
-        if row["kind"] == "street_light":
-            lights.append(row["id"])
-            by_cabinet.setdefault(row["reported_by"], []).append(row["id"])
-    return lights, by_cabinet
-
-
 def _start_serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     log_path = Path(env["CITYPILOT_DATA_DIR"]) / "serve.log"
     return subprocess.Popen([str(Path(sys.executable).parent / "citypilot"), "serve", "--port", str(port)], env=env,
@@ -155,7 +144,7 @@ async def _run(cfg: Config, database_url: str, nats_url: str, plan: AlarmPlan) -
 
     catalog, communes = default_catalog(), metropole()
     registry = registry_csv(communes, plan.lights + plan.lights // 31 + 1, seed=11)
-    lights, by_cabinet = _layout(registry)
+    lights, by_cabinet = _devices(registry)
     cabinets = sorted(by_cabinet)
     password = secrets.token_urlsafe(18)
     async with AsyncConnectionPool(database_url, min_size=1, max_size=2, open=False) as pool:
@@ -331,13 +320,13 @@ async def _measure(cfg: Config, plan: AlarmPlan, nc: Any, database_url: str, ws_
         await asyncio.sleep(3)  # probes still in flight reach the feed
         top_level = (await (await conn.execute(
             "SELECT count(*) FROM alarms WHERE parent_id IS NULL AND first_seen >= %s - interval '1 second' "
-            "AND first_seen < %s + interval '15 seconds' AND NOT (asset_id = ANY(%s))",
+            "AND first_seen < %s + interval '15 seconds' AND (asset_id IS NULL OR NOT asset_id = ANY(%s))",
             (cut_at, cut_at, probe_lights))).fetchone())[0]
         folded = (await (await conn.execute("SELECT count(*) FROM alarms WHERE asset_id = ANY(%s) AND parent_id IS NOT NULL",
                                             (cut_lights,))).fetchone())[0]
         by_type = dict(await (await conn.execute(
             "SELECT type, count(*) FROM alarms WHERE parent_id IS NULL AND first_seen >= %s - interval '1 second' "
-            "AND first_seen < %s + interval '15 seconds' AND NOT (asset_id = ANY(%s)) GROUP BY type",
+            "AND first_seen < %s + interval '15 seconds' AND (asset_id IS NULL OR NOT asset_id = ANY(%s)) GROUP BY type",
             (cut_at, cut_at, probe_lights))).fetchall())
         cabinet_alarms = (await (await conn.execute(
             "SELECT count(*) FROM alarms WHERE type = 'cabinet_lights_failure' AND first_seen >= %s - interval '1 second'",

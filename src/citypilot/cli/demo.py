@@ -98,7 +98,10 @@ async def _main(config: Config, endpoints: Endpoints, options: SimOptions, began
         f"Ctrl-C stops everything.\n"
         f"Try:  TOKEN=$(curl -s -X POST {url}/api/v1/auth/login -H 'Content-Type: application/json' "
         f"-d '{{\"username\": \"{DEMO_USER}\", \"password\": \"{password}\"}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')\n"
-        f"      curl -s '{url}/api/v1/twin?kind=bus&limit=3' -H \"Authorization: Bearer $TOKEN\"\n")
+        f"      curl -s '{url}/api/v1/twin?kind=bus&limit=3' -H \"Authorization: Bearer $TOKEN\"\n"
+        f"      curl -s '{url}/api/v1/alarms?limit=5' -H \"Authorization: Bearer $TOKEN\"      # open alarms\n"
+        f"      curl -s '{url}/api/v1/journal?limit=5' -H \"Authorization: Bearer $TOKEN\"     # what happened\n"
+        f"      live feed: ws://{url.split('://', 1)[1]}/api/v1/live?access_token=$TOKEN  (docs/integrators/live-feed.md)\n")
     # uvicorn stops on Ctrl-C/SIGTERM; the simulator goes with it.
     done, _ = await asyncio.wait({serving, city}, return_when=asyncio.FIRST_COMPLETED)
     for task in (city, serving):

@@ -23,6 +23,7 @@ from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
 from citypilot.equipment.catalog import Catalog
+from citypilot.runtime.leadership import pause, run_as_leader
 
 from . import protocol
 from .store import drop_partitions_before
@@ -88,19 +89,15 @@ class ConnectivityWatch:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Try to lead; while leading, check every CHECK_EVERY_S seconds."""
-        while not stop.is_set():
-            try:
-                async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as leader:
-                    got = (await (await leader.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,))).fetchone())[0]
-                    if got:
-                        log.info("leading offline detection and retention")
-                    while got and not stop.is_set():
-                        await self.check()
-                        await self._retention()
-                        await _sleep(stop, CHECK_EVERY_S)
-            except (psycopg.Error, OSError) as exc:
-                log.warning("connectivity watch interrupted", extra={"error": str(exc)[:300]})
-            await _sleep(stop, CHECK_EVERY_S * 2)
+        async def lead(leader: psycopg.AsyncConnection[Any]) -> None:
+            while not stop.is_set():
+                await leader.execute("SELECT 1")  # still holding the lock?
+                await self.check()
+                await self._retention()
+                await pause(stop, CHECK_EVERY_S)
+
+        await run_as_leader(self.database_url, LEADER_LOCK, stop, lead, duty="offline detection and retention", log=log,
+                            retry_s=CHECK_EVERY_S * 2)
 
     async def check(self) -> list[dict[str, Any]]:
         """Mark silent devices; return and publish the transitions."""
@@ -134,10 +131,3 @@ class ConnectivityWatch:
             dropped = await drop_partitions_before(conn, cutoff)
         if dropped:
             log.info("readings retention", extra={"dropped": dropped})
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
-        pass

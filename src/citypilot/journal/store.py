@@ -72,3 +72,13 @@ async def head(conn: psycopg.AsyncConnection) -> int:
     """The id of the latest committed entry (0 when the journal is empty)."""
     row = await (await conn.execute("SELECT last_id FROM journal_head")).fetchone()
     return int(row[0]) if row else 0
+
+
+async def record_action(conn: psycopg.AsyncConnection, actor: str, type_: str, summary: str,
+                        data: dict[str, Any] | None = None, domain: str = "operations") -> None:
+    """An operator's action that concerns no asset (a login, an account change), in the caller's
+    transaction: the journal is where the DPO audits them."""
+    from .entries import NewEntry
+
+    await append(conn, [NewEntry(at=dt.datetime.now(dt.timezone.utc), domain=domain, type=type_, actor=actor,
+                                 summary=summary, data=data or {})])

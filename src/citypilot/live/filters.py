@@ -37,7 +37,7 @@ from citypilot.auth.roles import sees_restricted
 
 SEVERITY_RANK = {"warning": 1, "minor": 2, "major": 3, "critical": 4}
 SEVERITIES = ("critical", "major", "minor", "warning")
-FILTER_KEYS = ("domain", "commune", "kind", "bbox", "polygon", "severity", "type", "twin")
+FILTER_KEYS = ("domain", "commune", "kind", "bbox", "polygon", "severity", "type", "service", "twin")
 OPERATIONS_DOMAIN = "operations"  # entries that belong to no equipment domain (accounts, storms, the platform)
 MAX_VALUES = 200
 MAX_POLYGON_VERTICES = 10_000
@@ -62,6 +62,7 @@ class Vocabulary:
     kind_domains: Mapping[str, str]
     restricted_kinds: frozenset[str]
     communes: frozenset[str] | None = None  # None: check the INSEE code's shape only
+    services: frozenset[str] | None = None  # None: any name
 
     @property
     def domains(self) -> frozenset[str]:
@@ -77,7 +78,8 @@ class Vocabulary:
     def from_catalog(cls, catalog: Any, communes: Iterable[str] | None = None) -> Vocabulary:
         return cls(kind_domains={name: spec.domain for name, spec in catalog.kinds.items()},
                    restricted_kinds=frozenset(catalog.restricted_kinds()),
-                   communes=frozenset(communes) if communes is not None else None)
+                   communes=frozenset(communes) if communes is not None else None,
+                   services=frozenset(catalog.services))
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,7 @@ class LiveFilter:
     polygon: BaseGeometry | None = None                      # lon/lat
     min_severity: str | None = None
     types: tuple[str, ...] = ()                              # exact, or 'family.*'
+    services: frozenset[str] = frozenset()                   # entries of these services, or alarms that tell them
     twin: bool = True
     # Visibility comes from the role, never from the client.
     sees_restricted: bool = False
@@ -148,6 +151,9 @@ class LiveFilter:
             rank = SEVERITY_RANK.get(entry.get("severity") or "")
             if rank is None or rank < SEVERITY_RANK[self.min_severity]:
                 return False
+        if self.services and entry.get("service") not in self.services and not (
+                self.services.intersection((entry.get("data") or {}).get("notify") or ())):
+            return False
         if self.types:
             type_ = entry.get("type") or ""
             if type_ not in self._exact_types and not any(type_.startswith(p) for p in self._type_prefixes):
@@ -187,7 +193,8 @@ class LiveFilter:
         return {"domain": sorted(self.domains), "commune": sorted(self.communes), "kind": sorted(self.kinds),
                 "bbox": list(self.bbox) if self.bbox else None,
                 "polygon": mapping(self.polygon) if self.polygon is not None else None,
-                "severity": self.min_severity, "type": list(self.types), "twin": self.twin}
+                "severity": self.min_severity, "type": list(self.types), "service": sorted(self.services),
+                "twin": self.twin}
 
 
 def _names(key: str, value: Any) -> list[str]:
@@ -286,6 +293,10 @@ def parse_filter(raw: Mapping[str, Any], vocabulary: Vocabulary, role: str) -> L
     for name in types:
         if len(name) > 64 or not _TYPE.match(name):
             raise FilterError("type", f"invalid type {name[:64]!r}: dotted lowercase (alarm.raised) or a family (alarm.*)")
+    services = _names("service", raw["service"]) if raw.get("service") is not None else []
+    for name in services:
+        if vocabulary.services is not None and name not in vocabulary.services:
+            raise FilterError("service", f"unknown service {name[:64]!r} (see /api/v1/services)")
     severity = raw.get("severity")
     if severity is not None and severity not in SEVERITY_RANK:
         raise FilterError("severity", f"a minimum severity: one of {', '.join(SEVERITIES)}")
@@ -293,5 +304,5 @@ def parse_filter(raw: Mapping[str, Any], vocabulary: Vocabulary, role: str) -> L
     polygon = _polygon(raw["polygon"]) if raw.get("polygon") is not None else None
     twin = _bool("twin", raw["twin"]) if raw.get("twin") is not None else True
     return LiveFilter(domains=frozenset(domains), communes=frozenset(communes), kinds=frozenset(kinds), bbox=bbox,
-                      polygon=polygon, min_severity=severity, types=tuple(types), twin=twin,
+                      polygon=polygon, min_severity=severity, types=tuple(types), services=frozenset(services), twin=twin,
                       sees_restricted=public_safety, hidden_kinds=hidden)

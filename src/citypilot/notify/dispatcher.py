@@ -26,6 +26,8 @@ import psycopg
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
+from citypilot.runtime.leadership import pause, run_as_leader
+
 from .channels import USER_AGENT, Channel, DeliveryError, build_channels
 from .config import NotifyConfig
 from .quiet import MAX_ATTEMPTS, UTC, backoff, deferred_until
@@ -111,20 +113,13 @@ class NotificationDispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Try to lead; while leading, send what is due every tick (and on wake()) until ``stop``."""
+        def stepped_down() -> None:
+            self.leading = False
+
         try:
-            while not stop.is_set():
-                try:
-                    async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as leader:
-                        got = (await (await leader.execute("SELECT pg_try_advisory_lock(%s)",
-                                                           (LEADER_LOCK,))).fetchone())[0]
-                        if got:
-                            log.info("leading outbound notifications", extra={"channels": len(self.channels)})
-                            await self._lead(leader, stop)
-                except (psycopg.Error, OSError) as exc:
-                    log.warning("notification dispatcher interrupted", extra={"error": str(exc)[:300]})
-                finally:
-                    self.leading = False
-                await _sleep(stop, self.leader_retry_s)
+            await run_as_leader(self.database_url, LEADER_LOCK, stop, lambda leader: self._lead(leader, stop),
+                                duty="outbound notifications", log=log, retry_s=self.leader_retry_s,
+                                stepped_down=stepped_down)
         finally:
             await self._drain()
             await self.aclose()
@@ -143,7 +138,7 @@ class NotificationDispatcher:
             if loop.time() - checked >= LEADER_CHECK_S:
                 await leader.execute("SELECT 1")  # a dead lock connection means the lock is gone: step down
                 checked = loop.time()
-            await _sleep(stop, self.tick_s, self._wake)
+            await pause(stop, self.tick_s, self._wake)
 
     async def send_due(self) -> int:
         """Claim what is due, send it, record the outcomes; return how many were attempted."""
@@ -246,18 +241,3 @@ class NotificationDispatcher:
             _, pending = await asyncio.wait(list(self._in_flight.values()), timeout=timeout)
             for task in pending:
                 task.cancel()
-
-
-
-async def _sleep(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:
-    """Wait ``seconds``, or less if ``stop`` or ``wake`` is set (``wake`` is cleared for the next wait)."""
-    waits = [asyncio.ensure_future(stop.wait())]
-    if wake is not None:
-        waits.append(asyncio.ensure_future(wake.wait()))
-    try:
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waits:
-            waiter.cancel()
-    if wake is not None:
-        wake.clear()

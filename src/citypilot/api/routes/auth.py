@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from citypilot.auth import accounts, tokens
 from citypilot.auth.accounts import Principal
 from citypilot.auth.roles import ROLES
+from citypilot.journal import store as journal
 
 from ..context import AppContext, get_context
 from ..problems import Problem
@@ -54,6 +55,10 @@ async def login(body: LoginRequest, request: Request, response: Response,
         ttl = dt.timedelta(minutes=context.config.auth_token_ttl_minutes)
         token, claims = tokens.issue(context.secret_key, principal.username, principal.role, ttl)
         await accounts.open_session(conn, claims, request.headers.get("user-agent"))
+        await journal.record_action(conn, principal.username, "session.opened",
+                                    f"{principal.username} ({principal.role}) logged in from {address}",
+                                    {"role": principal.role, "address": address,
+                                     "client": (request.headers.get("user-agent") or "")[:200]})
     response.set_cookie(SESSION_COOKIE, token, max_age=int(ttl.total_seconds()), httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", path="/")
     return LoginResponse(access_token=token, expires_in=int(ttl.total_seconds()), username=principal.username,
@@ -66,6 +71,7 @@ async def logout(response: Response, principal: Principal = allow(ROLES),
     async with context.pool.connection() as conn:
         if principal.session_id:
             await accounts.revoke_session(conn, principal.session_id)
+        await journal.record_action(conn, principal.username, "session.closed", f"{principal.username} logged out")
     response.delete_cookie(SESSION_COOKIE, path="/")
     response.status_code = 204
     return response

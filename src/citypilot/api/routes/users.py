@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
@@ -13,7 +12,6 @@ from citypilot.auth.accounts import AccountError, LastAdmin, Principal, UnknownU
 from citypilot.auth.passwords import WeakPassword
 from citypilot.auth.roles import ACCOUNT_ADMINS, Role
 from citypilot.journal import store as journal
-from citypilot.journal.entries import OPERATIONS, NewEntry
 
 from ..context import AppContext, get_context
 from ..problems import Problem
@@ -45,10 +43,8 @@ class UserChange(BaseModel):
 async def _journal(conn: Any, principal: Principal, type_: str, username: str, data: dict[str, Any]) -> None:
     """Account changes are operator actions: in the tamper-evident journal, with who made them."""
     what = ", ".join(f"{k} {v}" for k, v in data.items() if v is not None)
-    await journal.append(conn, [NewEntry(at=dt.datetime.now(dt.timezone.utc), domain=OPERATIONS, type=type_,
-                                         actor=principal.username, summary=f"account {username} {type_.split('.')[1]} by "
-                                                                           f"{principal.username}" + (f": {what}" if what else ""),
-                                         data={"username": username, **data})])
+    await journal.record_action(conn, principal.username, type_, f"account {username} {type_.split('.')[1]} by "
+                                f"{principal.username}" + (f": {what}" if what else ""), {"username": username, **data})
 
 
 @router.get("", summary="List accounts")
