@@ -77,6 +77,8 @@ SETTINGS: tuple[Setting, ...] = (
                                            "Edits are picked up within seconds; a file with an error is refused."),
     Setting("alarms_engine", bool, True, "Run the alarm engine in this process (one leader runs at a time)."),
     Setting("notify_config", str, None, "TOML file of outbound notification channels (webhooks, e-mail); unset = in-app only."),
+    Setting("map_style_url", str, None, "MapLibre style URL of a tile server for the web map; unset = the communes' "
+                                        "outlines only (works with no internet)."),
     Setting("log_level", str, "info", "debug, info, warning or error."),
     Setting("log_format", str, "json", "json (one JSON object per line) or console."),
 )
@@ -117,6 +119,7 @@ class Config:
     alarms_rules_dir: str | None
     alarms_engine: bool
     notify_config: str | None
+    map_style_url: str | None
     log_level: str
     log_format: str
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)

@@ -300,3 +300,34 @@ def test_device_events_are_listed_newest_first_and_filtered(app_client, auth, st
     assert [i["code"] for i in only["items"]] == ["power_loss"]
     bad = app_client.get(f"/api/v1/twin/{uid}-EV-1/events", params={"from": "2026-11-21T22:00:00"}, headers=admin)
     assert bad.status_code == 400 and bad.headers["content-type"].startswith("application/problem+json")
+
+
+def test_the_map_snapshot_is_columnar_and_hides_what_a_role_may_not_see(city):
+    light, camera, cabinet = city.import_assets({"id": "SL-M", "kind": "street_light", "lat": 47.3301, "lon": 5.0402},
+                                                {"id": "CAM-M", "kind": "camera"}, {"id": "CAB-M", "kind": "lighting_cabinet"})
+    city.publish([(light, "telemetry", reading(utcnow() - dt.timedelta(seconds=5), fault="lamp_failure"))])
+    city.wait_state(light, lambda s: True, "the light's state")
+
+    def snapshot(role: str) -> dict[str, Any]:
+        r = city.client.get("/api/v1/twin/map", headers=city.headers(role))
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def row(doc: dict[str, Any], asset: str) -> dict[str, Any] | None:
+        if asset not in doc["ids"]:
+            return None
+        i = doc["ids"].index(asset)
+        return {"kind": doc["kinds"][doc["kind"][i]], "lon": doc["lon"][i], "lat": doc["lat"][i],
+                "state": doc["states"][doc["state"][i]], "alarm": doc["severities"][doc["alarm"][i]]}
+
+    police = snapshot("police")
+    assert police["count"] == len(police["ids"]) == len(police["lon"]) == len(police["state"])
+    assert row(police, camera) == {"kind": "camera", "lon": LON, "lat": LAT, "state": "never", "alarm": "none"}
+    assert row(police, cabinet)["state"] == "never"
+    light_row = eventually(lambda: (r := row(snapshot("operator"), light)) and r["alarm"] == "minor" and r,
+                           "the lamp alarm on the map")
+    assert light_row == {"kind": "street_light", "lon": 5.0402, "lat": 47.3301, "state": "online", "alarm": "minor"}
+    operator = snapshot("operator")
+    assert row(operator, camera) is None and "camera" not in operator["kinds"]
+    problem(city.client.get("/api/v1/twin/map", params={"kind": "tram"}, headers=city.headers()), 400)
+    problem(city.client.get("/api/v1/twin/map"), 401)

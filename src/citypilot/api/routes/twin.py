@@ -94,6 +94,46 @@ async def summary(
     return FastJSONResponse({"kinds": kinds, "total": totals})
 
 
+MAP_STATES = ("online", "offline", "unreachable", "never")
+MAP_SEVERITIES = ("none", "critical", "major", "minor", "warning")
+
+
+@router.get("/map", summary="Every visible asset in one compact, columnar document: what a map draws first")
+async def map_snapshot(
+    kind: str | None = Query(None, description="Kind(s), comma-separated; default all visible", max_length=500),
+    principal: Principal = allow(REGISTRY_READERS),
+    context: AppContext = Depends(get_context),
+) -> FastJSONResponse:
+    """One array per column (ids, kind index, lon, lat, connectivity index, worst open alarm severity
+    index), not one object per asset: 40,000 assets in about 1.5 MB, decoded by a browser in a few
+    milliseconds into typed arrays. Retired assets are left out, and kinds the caller may not see."""
+    hidden = set() if sees_restricted(principal.role) else set(context.catalog.restricted_kinds())
+    kinds = [k for k in context.catalog.kinds if k not in hidden]
+    if kind:
+        wanted = [k.strip() for k in kind.split(",") if k.strip()]
+        unknown = [k for k in wanted if k not in context.catalog.kinds]
+        if unknown:
+            raise Problem(400, f"unknown kind {unknown[0]!r}", type_="invalid-parameter", field="kind")
+        kinds = [k for k in kinds if k in wanted]
+    kind_index = {k: i for i, k in enumerate(kinds)}
+    async with context.pool.connection() as conn:
+        rows = await (await conn.execute(
+            "WITH worst AS (SELECT asset_id, min(CASE severity WHEN 'critical' THEN 1 WHEN 'major' THEN 2 "
+            "WHEN 'minor' THEN 3 ELSE 4 END) AS rank FROM alarms WHERE state IN ('raised', 'acknowledged') "
+            "AND asset_id IS NOT NULL GROUP BY asset_id) "
+            "SELECT a.id, a.kind, a.lon, a.lat, COALESCE(t.connectivity, 'never'), COALESCE(w.rank, 0) "
+            "FROM assets a LEFT JOIN twin t ON t.asset_id = a.id LEFT JOIN worst w ON w.asset_id = a.id "
+            "WHERE a.status <> 'retired' AND a.kind = ANY(%s) ORDER BY a.id", (kinds,))).fetchall()
+    state_index = {s: i for i, s in enumerate(MAP_STATES)}
+    return FastJSONResponse({
+        "kinds": kinds, "domains": [context.catalog.kinds[k].domain for k in kinds], "states": list(MAP_STATES),
+        "severities": list(MAP_SEVERITIES), "count": len(rows),
+        "ids": [r[0] for r in rows], "kind": [kind_index[r[1]] for r in rows],
+        "lon": [round(r[2], 6) for r in rows], "lat": [round(r[3], 6) for r in rows],
+        "state": [state_index.get(r[4], 3) for r in rows], "alarm": [r[5] for r in rows],
+    })
+
+
 @router.get("/{asset_id}", summary="Current state of one asset")
 async def get_state(asset_id: str, principal: Principal = allow(REGISTRY_READERS),
                     context: AppContext = Depends(get_context)) -> FastJSONResponse:
