@@ -48,6 +48,15 @@ def test_user_add_then_login_then_disable(stack, app_client):
     assert app_client.post("/api/v1/auth/login", json={"username": name, "password": "a-brand-new-password"}).status_code == 401
     assert "(disabled)" in next(l for l in _cli(stack, "user", "list").stdout.splitlines() if l.startswith(name))
 
+    import psycopg
+
+    with psycopg.connect(stack.endpoints.database_url) as conn:
+        entries = conn.execute("SELECT type, actor, data FROM journal WHERE type LIKE 'account.%%' AND data->>'username' = %s "
+                               "ORDER BY id", (name,)).fetchall()
+    assert [e[0] for e in entries] == ["account.created", "account.updated", "account.updated"]
+    assert all(e[1].startswith("cli") for e in entries), "terminal actions are journaled with the system user"
+    assert entries[1][2] == {"username": name, "password": "changed"} and entries[2][2]["disabled"] is True
+
 
 @pytest.mark.parametrize("args, stdin, message", [
     (["--role", "mayor"], PASSWORD, "unknown role 'mayor'"),

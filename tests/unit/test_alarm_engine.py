@@ -223,3 +223,27 @@ def test_rules_from_a_directory_load_with_the_catalogue(tmp_path: Path):
     e.add_asset(AssetFacts("SL-9", "street_light", None, None, None, "lighting", None))
     assert kinds(e.finish(e.on_twin("SL-9", at(0), {"power_state": "off"}, at(0)), at(0))) == [("Raise", ("SL-9", "dark"))]
     assert isinstance(e.finish(e.on_twin("SL-9", at(1), {"power_state": "on"}, at(1)), at(1))[0], Clear)
+
+
+def test_a_city_wide_blackout_is_one_storm_per_commune():
+    """Every light of 600 cabinets in 23 communes failing in one batch: 18,600 lamp alarms, folded under
+    600 cabinet alarms (26 a commune), folded under one storm alarm per commune."""
+    e = Engine(load_default_rules(CATALOG), CATALOG)
+    communes = [f"21{c:03d}" for c in range(23)]
+    for c in range(600):
+        e.add_asset(AssetFacts(f"CAB-{c}", "lighting_cabinet", communes[c % 23], 47.3, 5.0, "lighting", None))
+        for i in range(31):
+            e.add_asset(AssetFacts(f"SL-{c}-{i}", "street_light", communes[c % 23], 47.3, 5.0, "lighting", f"CAB-{c}"))
+    decisions = []
+    for c in range(600):
+        for i in range(31):
+            decisions += e.on_twin(f"SL-{c}-{i}", at(0), {"fault": "lamp_failure"}, at(0))
+    out = e.finish(decisions, at(0))
+    raises = [d for d in out if type(d).__name__ == "Raise"]
+    top = [d for d in raises if d.parent is None]
+    assert sorted(d.source for d in top) == sorted(f"commune:{c}" for c in communes)
+    cabinets = [d for d in raises if d.type == "cabinet_lights_failure"]
+    assert len(cabinets) == 600 and all(d.parent == (f"commune:{d.commune}", "alarm_storm") for d in cabinets)
+    assert sum(1 for d in raises if d.type == "lamp_failure") == 18600
+    assert all(d.parent == (d.source.replace("SL-", "CAB-").rsplit("-", 1)[0], "cabinet_lights_failure")
+               for d in raises if d.type == "lamp_failure")
