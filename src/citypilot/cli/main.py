@@ -118,9 +118,14 @@ def user_add(
     config = get_config(ctx)
 
     async def work(pool) -> None:
+        from citypilot.journal.store import record_action
+
         async with pool.connection() as conn:
-            await accounts.add_user(conn, name, role, password, services=services, service=service,
-                                    display_name=display_name)
+            async with conn.transaction():
+                await accounts.add_user(conn, name, role, password, services=services, service=service,
+                                        display_name=display_name)
+                await record_action(conn, cli_actor(), "account.created", f"account {name} created by {cli_actor()}: "
+                                    f"role {role}", {"username": name, "role": role, "service": service})
 
     with database(config) as url:
         try:
@@ -148,15 +153,31 @@ def user_list(ctx: typer.Context) -> None:
         typer.echo(f"{user['username']:<24} {user['role']:<20} {user['service'] or '':<14}{flags}")
 
 
-def _change_account(ctx: typer.Context, change) -> None:
-    """Run one account change (``change(conn)``) in the database; an unknown user is a clean error."""
+def cli_actor() -> str:
+    """Who acts from a terminal, for the journal: the system account running the command."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _change_account(ctx: typer.Context, change, name: str, data: dict) -> None:
+    """Run one account change (``change(conn)``) in the database, journaled with what changed (never a
+    password); an unknown user is a clean error."""
     from citypilot.auth import accounts
+    from citypilot.journal.store import record_action
 
     config = get_config(ctx)
 
     async def work(pool) -> None:
         async with pool.connection() as conn:
-            await change(conn)
+            async with conn.transaction():
+                await change(conn)
+                what = ", ".join(f"{k} {v}" for k, v in data.items())
+                await record_action(conn, cli_actor(), "account.updated",
+                                    f"account {name} updated by {cli_actor()}: {what}", {"username": name, **data})
 
     with database(config) as url:
         try:
@@ -177,7 +198,8 @@ def user_role(ctx: typer.Context, name: str = typer.Argument(...), role: str = t
         accounts.check_account(name, role, service, services)
     except accounts.AccountError as exc:
         fail(str(exc), 2)
-    _change_account(ctx, lambda conn: accounts.set_role(conn, name, role, service, services=services))
+    _change_account(ctx, lambda conn: accounts.set_role(conn, name, role, service, services=services), name,
+                    {"role": role, "service": service})
     typer.echo(f"user {name} now has the role {role}" + (f" ({service})" if service else ""))
 
 
@@ -188,7 +210,7 @@ def user_passwd(ctx: typer.Context, name: str = typer.Argument(...),
     from citypilot.auth import accounts
 
     password = read_new_password(password_stdin)
-    _change_account(ctx, lambda conn: accounts.set_password(conn, name, password))
+    _change_account(ctx, lambda conn: accounts.set_password(conn, name, password), name, {"password": "changed"})
     typer.echo(f"password of {name} changed")
 
 
@@ -198,7 +220,7 @@ def user_disable(ctx: typer.Context, name: str = typer.Argument(...),
     """Disable an account (its sessions end at once), or enable it again."""
     from citypilot.auth import accounts
 
-    _change_account(ctx, lambda conn: accounts.set_disabled(conn, name, not enable))
+    _change_account(ctx, lambda conn: accounts.set_disabled(conn, name, not enable), name, {"disabled": not enable})
     typer.echo(f"user {name} {'enabled' if enable else 'disabled'}")
 
 
@@ -519,6 +541,27 @@ def bench_alarms(
                      gateway=gateway)
     try:
         figures = run_alarms_benchmark(config, plan)
+    except (StartupError, RuntimeError) as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(figures))
+
+
+@bench_app.command("map")
+def bench_map(
+    ctx: typer.Context,
+    assets: int = typer.Option(40_000, "--assets", "-n", min=100, max=1_000_000, help="Assets on the map."),
+    seconds: float = typer.Option(15.0, min=3, max=600, help="Seconds of live updates measured after the load."),
+    change: float = typer.Option(0.05, min=0.001, max=1.0, help="Fraction of the assets changing every second."),
+) -> None:
+    """The web map in headless Chromium (Debian's, driven by Playwright): load time, main-thread time per live
+    update, long tasks, live-feed bytes (throw-away embedded stack, a real `citypilot serve`)."""
+    from citypilot.bench.map_bench import BrowserUnavailable, MapPlan, run_map_benchmark
+
+    config = get_config(ctx)
+    try:
+        figures = run_map_benchmark(config, MapPlan(assets=assets, seconds=seconds, change_fraction=change))
+    except BrowserUnavailable as exc:
+        fail(str(exc), 2)
     except (StartupError, RuntimeError) as exc:
         fail(str(exc))
     typer.echo(json.dumps(figures))
