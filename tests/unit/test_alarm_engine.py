@@ -247,3 +247,21 @@ def test_a_city_wide_blackout_is_one_storm_per_commune():
     assert sum(1 for d in raises if d.type == "lamp_failure") == 18600
     assert all(d.parent == (d.source.replace("SL-", "CAB-").rsplit("-", 1)[0], "cabinet_lights_failure")
                for d in raises if d.type == "lamp_failure")
+
+
+def test_a_shelved_alarm_tells_nobody():
+    from citypilot.alarms.apply import notice_for
+
+    alarm, _ = raise_alarm(None, _raise(0))
+    alarm = replace_id(alarm)
+    assert notice_for(alarm, "alarm.raised", at(0)) is not None
+    shelved, _ = shelve(alarm, "ada", at(1), at(3600), "works planned")
+    again, journal_type = raise_alarm(clear(shelved, "system", at(2), "gone")[0], _raise(10))
+    assert journal_type == "alarm.raised" and notice_for(again, journal_type, at(10)) is None
+    assert notice_for(again, "alarm.raised", at(3700)) is not None  # the shelving has expired
+
+
+def replace_id(alarm):
+    import dataclasses
+
+    return dataclasses.replace(alarm, id=7, notify=("lighting",))

@@ -42,8 +42,8 @@ def entry_for(alarm: Alarm, journal_type: str, actor: str, at: dt.datetime, extr
 
 def notice_for(alarm: Alarm, journal_type: str, at: dt.datetime) -> AlarmNotice | None:
     event = _NOTIFIED.get(journal_type)
-    if event is None or alarm.id is None:
-        return None
+    if event is None or alarm.id is None or alarm.shelved(at):
+        return None  # shelved: silenced until the expiry an operator gave
     if event == "raised" and alarm.parent_id is not None:
         return None  # folded under a correlation or storm alarm: the services are told about that one
     return AlarmNotice(alarm_id=alarm.id, occurrence=alarm.occurrence, event=event, severity=alarm.severity,
