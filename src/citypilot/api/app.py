@@ -32,6 +32,7 @@ from .context import AppContext
 from .problems import problem_response
 from .routes import alarms, assets, auth, catalog, health, ingest, journal, twin, users
 from .routes import live as live_feed
+from .routes import ui as web_ui
 from .security import LoginThrottle, audit_routes
 
 log = logging.getLogger("citypilot.http")
@@ -220,7 +221,7 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
     app.state.login_throttle = LoginThrottle()
     problems.install(app)
     routers = (health.router, auth.router, catalog.router, assets.router, twin.router, ingest.router, users.router,
-               alarms.router, journal.router, live_feed.router)
+               alarms.router, journal.router, live_feed.router, web_ui.router)
     audit_routes(routers)
     for router in routers:
         app.include_router(router)

@@ -88,7 +88,7 @@ async def _main(config: Config, endpoints: Endpoints, options: SimOptions, began
         await city  # the simulator could not connect: raise why
     typer.echo(
         f"\ncitypilot demo ready in {time.monotonic() - began:.1f} s\n"
-        f"  control centre  {url}/api/v1   (OpenAPI {url}/api/openapi.json; the map comes with a later release)\n"
+        f"  control room    {url}/   (the live map; API {url}/api/v1, OpenAPI {url}/api/openapi.json)\n"
         f"  login           {DEMO_USER} / {password}   (role {DEMO_ROLE}; a new password each run)\n"
         f"  city            {describe(sim.city)}\n"
         f"                  registry: {counts['created']:,} created, {counts['updated']:,} updated, "

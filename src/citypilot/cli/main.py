@@ -552,14 +552,19 @@ def bench_map(
     assets: int = typer.Option(40_000, "--assets", "-n", min=100, max=1_000_000, help="Assets on the map."),
     seconds: float = typer.Option(15.0, min=3, max=600, help="Seconds of live updates measured after the load."),
     change: float = typer.Option(0.05, min=0.001, max=1.0, help="Fraction of the assets changing every second."),
+    viewport: str = typer.Option("1440x900", help="Browser window, WIDTHxHEIGHT in CSS pixels."),
 ) -> None:
     """The web map in headless Chromium (Debian's, driven by Playwright): load time, main-thread time per live
     update, long tasks, live-feed bytes (throw-away embedded stack, a real `citypilot serve`)."""
     from citypilot.bench.map_bench import BrowserUnavailable, MapPlan, run_map_benchmark
 
+    width, _, height = viewport.partition("x")
+    if not (width.isdigit() and height.isdigit() and 320 <= int(width) <= 7680 and 240 <= int(height) <= 4320):
+        fail(f"--viewport {viewport!r}: WIDTHxHEIGHT, e.g. 1440x900", 2)
     config = get_config(ctx)
     try:
-        figures = run_map_benchmark(config, MapPlan(assets=assets, seconds=seconds, change_fraction=change))
+        figures = run_map_benchmark(config, MapPlan(assets=assets, seconds=seconds, change_fraction=change,
+                                                    viewport=(int(width), int(height))))
     except BrowserUnavailable as exc:
         fail(str(exc), 2)
     except (StartupError, RuntimeError) as exc:
