@@ -261,6 +261,8 @@ def test_the_kpi_board_opens(control_room, scene):
     room.page.locator('[data-testid="kpi-toggle"]').click()
     board.wait_for(state="visible")
     assert board.inner_text().strip(), "the KPI board is empty"
+    for card in ("kpi-availability-domain", "kpi-alarms", "kpi-mtta", "kpi-energy"):
+        room.page.locator(f'[data-testid="{card}"]').wait_for(state="visible")
     room.check_no_page_errors()
 
 

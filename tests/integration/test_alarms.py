@@ -352,3 +352,24 @@ def test_account_changes_are_journaled_without_secrets(city):
     assert entries[0]["data"] == {"username": name, "disabled": True, "password": "changed"}
     assert "Horse" not in json.dumps(entries)
     assert journal(city, "dpo", type="account.*", limit=1)  # the DPO audits them
+
+
+def test_lighting_energy_today_against_before_led(city):
+    (cabinet,) = city.import_assets({"id": "CAB-K", "kind": "lighting_cabinet"})
+    for suffix, now_w, before_w in (("SL-K1", 50, 130), ("SL-K2", 40, 104)):
+        r = city.client.post("/api/v1/assets", headers=city.headers(), json={
+            "id": city.id(suffix), "kind": "street_light", "name": suffix, "lat": 47.3220, "lon": 5.0415,
+            "reported_by": cabinet, "attributes": {"lamp_power_w": now_w, "pre_led_power_w": before_w}})
+        assert r.status_code == 201, r.text
+    before = city.client.get("/api/v1/kpi/lighting-energy", headers=city.headers("operator")).json()
+    t0 = utcnow() - dt.timedelta(minutes=5)
+    city.publish([(cabinet, "telemetry", reading(t0, energy_kwh=1000.0)),
+                  (cabinet, "telemetry", reading(t0 + dt.timedelta(minutes=2), energy_kwh=1030.0))])
+    eventually(lambda: len(city.points(cabinet)) == 2, "the meter readings stored")
+    after = city.client.get("/api/v1/kpi/lighting-energy", headers=city.headers("operator")).json()
+    assert after["cabinets_metered"] == (before["cabinets_metered"] or 0) + 1 and after["partial_day"] is True
+    assert round(after["energy_kwh"] - (before["energy_kwh"] or 0), 1) == 30.0
+    ratio = after["before_led_kwh"] / after["energy_kwh"]
+    assert after["lights_with_pre_led_power"] >= 2 and ratio > 1 and after["saving_pct"] == round(100 * (1 - 1 / ratio), 1)
+    problem(city.client.get("/api/v1/kpi/lighting-energy", params={"day": "2999-01-01"}, headers=city.headers()), 400)
+    problem(city.client.get("/api/v1/kpi/lighting-energy"), 401)

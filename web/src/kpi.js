@@ -71,12 +71,13 @@ export class KpiBoard {
   async refresh() {
     try {
       const communes = this.communes();
-      const [summary, stats, perCommune] = await Promise.all([
+      const [summary, stats, perCommune, energy] = await Promise.all([
         api("/api/v1/twin/summary"),
         api("/api/v1/alarms/stats"),
         limited(communes.map((c) => () => api(`/api/v1/twin/summary${query({ commune: c.insee })}`)), 4),
+        api("/api/v1/kpi/lighting-energy"),
       ]);
-      this.data = { summary, stats, perCommune, error: null };
+      this.data = { summary, stats, perCommune, energy, error: null };
     } catch (err) {
       this.data = { ...(this.data || {}), error: err.detail || err.message };
     }
@@ -98,11 +99,12 @@ export class KpiBoard {
       body.replaceChildren(h("p", { class: "muted" }, t("kpi_loading")));
       return;
     }
-    const { summary, stats, perCommune, error } = this.data;
+    const { summary, stats, perCommune, energy, error } = this.data;
     const parts = [];
     if (error) parts.push(h("p", { class: "error", role: "alert" }, `${t("error")}: ${error}`));
     if (summary) parts.push(this._domains(summary), this._communes(perCommune || []));
     if (stats) parts.push(this._alarms(stats), this._mtta(stats));
+    if (energy) parts.push(this._energy(energy));
     body.replaceChildren(...parts);
   }
 
@@ -150,6 +152,21 @@ export class KpiBoard {
       bySeverity.map(([s, n]) => countBar(t(`sev_${s}`), n, max, `sev-${s}`)),
       h("h3", null, t("kpi_alarms_domain")),
       byDomain.length ? byDomain.map(([d, n]) => countBar(this.domainLabel(d), n, maxDomain)) : h("p", { class: "muted" }, t("kpi_none")));
+  }
+
+  _energy(e) {
+    // Today's lighting energy from the cabinets' meters, against the same day before LED (estimated
+    // from the lights' power before and after their LED retrofit).
+    const kwh = (v) => (v === null ? "—" : `${formatNumber(v, 0)} kWh`);
+    return h("section", { class: "kpi-card", dataset: { testid: "kpi-energy" } },
+      h("h3", null, t("kpi_energy")),
+      h("p", { class: "kpi-big" }, kwh(e.energy_kwh),
+        h("span", { class: "muted small" }, ` ${t(e.partial_day ? "kpi_energy_so_far" : "kpi_energy_day")}`)),
+      h("div", { class: "kpi-row" }, h("span", { class: "kpi-label" }, t("kpi_energy_before_led")),
+        h("span", { class: "kpi-value" }, kwh(e.before_led_kwh))),
+      h("div", { class: "kpi-row" }, h("span", { class: "kpi-label" }, t("kpi_energy_saving")),
+        h("span", { class: "kpi-value" }, e.saving_pct === null ? "—" : `${formatNumber(e.saving_pct, 1)} %`)),
+      h("p", { class: "muted small" }, t("kpi_energy_note", { cabinets: e.cabinets_metered, lights: e.lights_with_pre_led_power })));
   }
 
   _mtta(stats) {

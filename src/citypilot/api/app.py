@@ -30,7 +30,7 @@ from citypilot.runtime.infrastructure import Endpoints
 from . import problems
 from .context import AppContext
 from .problems import problem_response
-from .routes import alarms, assets, auth, catalog, health, ingest, journal, twin, users
+from .routes import alarms, assets, auth, catalog, health, ingest, journal, kpi, twin, users
 from .routes import live as live_feed
 from .routes import ui as web_ui
 from .security import LoginThrottle, audit_routes
@@ -221,7 +221,7 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
     app.state.login_throttle = LoginThrottle()
     problems.install(app)
     routers = (health.router, auth.router, catalog.router, assets.router, twin.router, ingest.router, users.router,
-               alarms.router, journal.router, live_feed.router, web_ui.router)
+               alarms.router, journal.router, live_feed.router, web_ui.router, kpi.router)
     audit_routes(routers)
     for router in routers:
         app.include_router(router)
