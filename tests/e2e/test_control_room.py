@@ -288,3 +288,44 @@ def test_bench_map_prints_sane_figures(tmp_path: Path) -> None:
     assert figures["fps"] is None or figures["fps"] >= 0
     assert figures["draw_calls"] is None or figures["draw_calls"] >= 0
     assert not figures["page_errors"], figures
+
+
+def test_low_zoom_draws_cells_and_a_click_on_one_zooms_in(control_room, scene):
+    room = control_room("operator")
+    page = room.page
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.evaluate("() => window.citypilot.app.map.map.jumpTo({zoom: 11})")
+    expect(lambda: page.evaluate("() => window.citypilot.app.layers.level") == 11, "the map aggregates at zoom 11")
+    cell = page.evaluate("""() => {
+        const app = window.citypilot.app;
+        const group = app.store.groups.find((g) => g.cells && g.cells.size > 0);
+        const [lon, lat] = [group.cells.positions[0], group.cells.positions[1]];
+        const point = app.map.map.project([lon, lat]);
+        return {x: point.x, y: point.y, name: group.name};
+    }""")
+    # A cell takes its worst asset's colour as the asset's state changes, and gives it back.
+    colours = page.evaluate("""() => {
+        const store = window.citypilot.app.store;
+        // an asset in a cell whose assets are all online, without alarm
+        const group = store.groups.find((g) => g.cells && g.cells.counts.some((n, k) => k % 8 === 7 && n === g.cells.totals[k >> 3]));
+        const c = group.cells.totals.findIndex((n, k) => group.cells.counts[k * 8 + 7] === n);
+        const i = group.members[group.cells.cellOf.indexOf(c)];
+        const colour = () => Array.from(group.cells.colors.slice(c * 4, c * 4 + 3));
+        const before = colour();
+        const state = store.state[i];
+        store.setState(i, 1);
+        const offline = colour();
+        store.setAlarm(i, 1);
+        const critical = colour();
+        store.setAlarm(i, 0);
+        store.setState(i, state);
+        return {before, offline, critical, after: colour()};
+    }""")
+    assert colours["offline"] == [100, 116, 139], colours
+    assert colours["critical"] == [255, 59, 48], colours
+    assert colours["after"] == colours["before"], colours
+    box = page.locator("#map").bounding_box()
+    page.mouse.click(box["x"] + cell["x"], box["y"] + cell["y"])
+    expect(lambda: page.evaluate("() => window.citypilot.app.map.map.getZoom()") >= 13.9, "the click zoomed in on the cell")
+    expect(lambda: page.evaluate("() => window.citypilot.app.layers.level") is None, "points are drawn again")
+    room.check_no_page_errors()

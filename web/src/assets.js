@@ -3,6 +3,7 @@
 // map layer each); each group owns its position and colour buffers, which deck.gl uploads as they
 // are (binary attributes).
 
+import { category } from "./clusters.js";
 import { paint } from "./palette.js";
 
 export const KNOWN_DOMAINS = ["lighting", "traffic", "transport", "vehicles", "access", "information", "parking",
@@ -50,6 +51,7 @@ export class AssetStore {
         name, index: d, size, moving: MOVING_DOMAINS.has(name), members: new Uint32Array(size),
         positions: new Float32Array(size * 2), colors: new Uint8Array(size * 4),
         colorVersion: 0, positionVersion: 0, colorDirty: false, positionDirty: false,
+        cells: null, // its CellGrid while the map aggregates (layers.js)
       };
       group.data = { length: size, attributes: {
         getPosition: { value: group.positions, size: 2 }, getFillColor: { value: group.colors, size: 4, normalized: true } } };
@@ -85,14 +87,14 @@ export class AssetStore {
   setState(i, state) {
     if (this.state[i] === state) return false;
     this.state[i] = state;
-    paint(this, i);
+    this.repaint(i);
     return true;
   }
 
   setAlarm(i, severity) {
     if (this.alarm[i] === severity) return false;
     this.alarm[i] = severity;
-    paint(this, i);
+    this.repaint(i);
     this.alarmVersion++;
     return true;
   }
@@ -112,8 +114,15 @@ export class AssetStore {
         repaint = true;
       }
     }
-    if (repaint) paint(this, i);
+    if (repaint) this.repaint(i);
     return repaint;
+  }
+
+  // Asset i's look changed: its point's colour, and its count in its cell when the map aggregates.
+  repaint(i) {
+    paint(this, i);
+    const cells = this.groups[this.domain[i]].cells;
+    if (cells !== null) cells.touch(this.local[i], category(this, i));
   }
 
   // Where the map draws the asset now (a vehicle between two reports is somewhere in between).

@@ -1,9 +1,11 @@
 // The deck.gl layers: one ScatterplotLayer per domain fed with its group's binary buffers, a ring
 // layer for the assets with an open alarm, and the communes' names. A changed colour or position is
 // sent to the GPU by giving deck.gl a new attribute descriptor over the same typed array and bumping
-// the layer's updateTriggers; nothing else is recomputed.
+// the layer's updateTriggers; nothing else is recomputed. Below AGGREGATE_BELOW_ZOOM the fixed domains
+// are drawn as aggregated cells instead (clusters.js), each with its count labels.
 
 import { ScatterplotLayer, TextLayer } from "@deck.gl/layers";
+import { aggregationLevel, CellGrid } from "./clusters.js";
 import { SEVERITY_COLORS } from "./palette.js";
 
 const SIZES = {
@@ -24,6 +26,27 @@ export class MapLayers {
     this.alarmVersionBuilt = -1;
     this.layerCache = new Map();
     this.selected = null;
+    this.level = null; // the zoom level the fixed domains are aggregated at, or null (points)
+  }
+
+  // The map's zoom changed: whether the drawing changes (the zoom crossed a whole level below the
+  // threshold, or the threshold itself); the cells are rebuilt by the next build().
+  setZoom(zoom) {
+    const level = aggregationLevel(zoom);
+    if (level === this.level) return false;
+    this.level = level;
+    return true;
+  }
+
+  // The aggregated cell drawn under a point, among the visible domains: {lon, lat} or null.
+  cellAt(lon, lat, metresPerPixel, slackPx = 4) {
+    let best = null;
+    for (const group of this.store.groups) {
+      if (!group.cells || !this.visible.has(group.name)) continue;
+      const hit = group.cells.pick(lon, lat, metresPerPixel, slackPx);
+      if (hit && (!best || hit.distance < best.distance)) best = hit;
+    }
+    return best;
   }
 
   isVisible(name) {
@@ -69,6 +92,65 @@ export class MapLayers {
       updateTriggers: { getFillColor: group.colorVersion, getPosition: group.positionVersion },
     });
     this.layerCache.set(group.name, layer);
+    return layer;
+  }
+
+  // The group's cells at the current level (built on a level change; its colours kept up by the store).
+  _cells(group) {
+    if (!group.cells || group.cells.level !== this.level) group.cells = new CellGrid(this.store, group, this.level);
+    const grid = group.cells;
+    if (grid.colorDirty) {
+      grid.colorDirty = false;
+      grid.version++;
+      grid.data.attributes.getFillColor = { value: grid.colors, size: 4, normalized: true };
+    }
+    return grid;
+  }
+
+  _cellLayer(group, grid) {
+    const key = `cells-${group.name}`;
+    const visible = this.visible.has(group.name);
+    const cached = this.layerCache.get(key);
+    if (cached && cached.props.visible === visible && cached.props.data === grid.data
+      && cached.props.updateTriggers.getFillColor === grid.version) return cached;
+    const layer = new ScatterplotLayer({
+      id: key,
+      data: grid.data,
+      visible,
+      pickable: false, // picked on the CPU too (cellAt)
+      radiusUnits: "pixels",
+      stroked: true,
+      lineWidthUnits: "pixels",
+      getLineWidth: 1,
+      getLineColor: [11, 16, 22, 220],
+      updateTriggers: { getFillColor: grid.version },
+    });
+    this.layerCache.set(key, layer);
+    return layer;
+  }
+
+  _countLayer(group, grid) {
+    const key = `counts-${group.name}`;
+    const visible = this.visible.has(group.name);
+    const cached = this.layerCache.get(key);
+    if (cached && cached.props.visible === visible && cached.props.data === grid.labels) return cached;
+    const layer = new TextLayer({
+      id: key,
+      data: grid.labels,
+      visible,
+      getPosition: (d) => d.position,
+      getText: (d) => d.text,
+      getSize: 10,
+      getColor: [241, 245, 249, 255],
+      fontFamily: FONT,
+      fontWeight: 600,
+      characterSet: "0123456789",
+      outlineWidth: 2,
+      outlineColor: [11, 16, 22, 255],
+      fontSettings: { sdf: true },
+      pickable: false,
+    });
+    this.layerCache.set(key, layer);
     return layer;
   }
 
@@ -166,12 +248,20 @@ export class MapLayers {
   // The layer list for deck.gl: unchanged layers are the same objects (deck.gl skips them at once).
   build() {
     const layers = [this._labelLayer()];
+    const counts = [];
     for (const group of this.store.groups) {
       if (group.size === 0) continue;
       this._flush(group);
-      layers.push(this._domainLayer(group));
+      if (this.level !== null && !group.moving) {
+        const grid = this._cells(group);
+        layers.push(this._cellLayer(group, grid));
+        counts.push(this._countLayer(group, grid));
+      } else {
+        group.cells = null; // points: the store stops counting
+        layers.push(this._domainLayer(group));
+      }
     }
-    layers.push(this._alarmLayer());
+    layers.push(...counts, this._alarmLayer());
     if (this.selected !== null) layers.push(this._selectionLayer());
     return layers;
   }
@@ -179,7 +269,9 @@ export class MapLayers {
   // Whether any buffer changed since the last build (the caller then hands deck.gl a new list).
   get dirty() {
     if (this.alarmVersionBuilt !== this.store.alarmVersion) return true;
-    for (const group of this.store.groups) if (group.colorDirty || group.positionDirty) return true;
+    for (const group of this.store.groups) {
+      if (group.colorDirty || group.positionDirty || (group.cells !== null && group.cells.colorDirty)) return true;
+    }
     return false;
   }
 }

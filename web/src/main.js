@@ -6,7 +6,8 @@ import * as maplibregl from "maplibre-gl";
 import { AlarmMarks } from "./alarm-marks.js";
 import { AlarmPanel } from "./alarms.js";
 import { api, query, whenUnauthenticated } from "./api.js";
-import { AssetStore, STATE } from "./assets.js";
+import { AssetStore, MOVING_DOMAINS, STATE } from "./assets.js";
+import { AGGREGATE_BELOW_ZOOM } from "./clusters.js";
 import { $, perFrame } from "./dom.js";
 import { EventPanel } from "./events.js";
 import { applyTranslations, lang, onLanguageChange, setLanguage, t } from "./i18n.js";
@@ -161,6 +162,7 @@ function buildStore(snapshot) {
   const visible = app.layers ? app.layers.visible : null;
   app.layers = new MapLayers(app.store, communeLabels(app.communes));
   if (visible) app.layers.visible = visible;
+  if (app.map) app.layers.setZoom(app.map.map.getZoom());
   $('[data-testid="asset-count"]').textContent = String(app.store.count);
 }
 
@@ -210,11 +212,25 @@ function select(target) {
   }
 }
 
+// A click opens the nearest asset's sheet; at low zoom (aggregated cells) it opens a vehicle's, or
+// zooms in on the cell clicked, far enough for its assets to be points.
 function onMapClick(lngLat) {
   if (!app.store) return;
-  const maxMetres = PICK_RADIUS_PX * app.map.metersPerPixel(lngLat.lat);
-  const i = app.store.nearest(lngLat.lng, lngLat.lat, maxMetres, (name) => app.layers.isVisible(name));
-  if (i >= 0) openSheet(app.store.ids[i]);
+  const metresPerPixel = app.map.metersPerPixel(lngLat.lat);
+  const aggregated = app.layers.level !== null;
+  const shown = (name) => app.layers.isVisible(name) && (!aggregated || MOVING_DOMAINS.has(name));
+  const i = app.store.nearest(lngLat.lng, lngLat.lat, PICK_RADIUS_PX * metresPerPixel, shown);
+  if (i >= 0) {
+    openSheet(app.store.ids[i]);
+    return;
+  }
+  const cell = aggregated ? app.layers.cellAt(lngLat.lng, lngLat.lat, metresPerPixel) : null;
+  if (cell) app.map.flyTo(cell.lon, cell.lat, AGGREGATE_BELOW_ZOOM + 1, app.sheet.isOpen ? sheetWidth() : 0);
+}
+
+// The zoom crossed a whole level below the threshold (or the threshold): cells or points are redrawn.
+function onZoom() {
+  if (app.layers && app.layers.setZoom(app.map.map.getZoom())) commitLayers();
 }
 
 // --- header -----------------------------------------------------------------------------------------
@@ -373,6 +389,7 @@ async function startApp(user) {
     });
     phase("map");
     app.map.map.once("load", () => phase("basemap_load"));
+    app.map.map.on("zoom", onZoom);
     mapIdle = app.map.whenIdle(4000);
   } catch (err) {
     console.error(err);
