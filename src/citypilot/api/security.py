@@ -44,6 +44,19 @@ def _same_origin(request: HTTPConnection) -> bool:
     return urlsplit(origin).netloc == request.headers.get("host")
 
 
+async def _principal(context: Any, token: str) -> Principal:
+    """Who a token belongs to: its signature and expiry, then its session (not revoked, account enabled)."""
+    try:
+        claims = tokens.decode(context.secret_key, token)
+    except tokens.InvalidToken:
+        raise _unauthenticated("invalid or expired token: log in again") from None
+    async with context.pool.connection() as conn:
+        principal = await accounts.resolve_session(conn, claims)
+    if principal is None:
+        raise _unauthenticated("session ended (logged out, expired or account disabled): log in again")
+    return principal
+
+
 async def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     token = credentials.credentials if credentials else None
     from_cookie = False
@@ -54,15 +67,7 @@ async def authenticate(request: Request, credentials: HTTPAuthorizationCredentia
         from_cookie = token is not None
     if not token:
         raise _unauthenticated()
-    context = get_context(request)
-    try:
-        claims = tokens.decode(context.secret_key, token)
-    except tokens.InvalidToken:
-        raise _unauthenticated("invalid or expired token: log in again") from None
-    async with context.pool.connection() as conn:
-        principal = await accounts.resolve_session(conn, claims)
-    if principal is None:
-        raise _unauthenticated("session ended (logged out, expired or account disabled): log in again")
+    principal = await _principal(get_context(request), token)
     if from_cookie and request.method not in SAFE_METHODS and not _same_origin(request):
         raise Problem(403, "cross-origin request refused: a state-changing request with the session cookie "
                            "must come from the citypilot web application")
@@ -89,15 +94,7 @@ async def authenticate_websocket(websocket: WebSocket) -> Principal:
         from_cookie = token is not None
     if token is None:
         raise _unauthenticated("authentication required: send access_token=<token> (or the session cookie)")
-    context = get_context(websocket)  # type: ignore[arg-type]
-    try:
-        claims = tokens.decode(context.secret_key, token)
-    except tokens.InvalidToken:
-        raise _unauthenticated("invalid or expired token: log in again") from None
-    async with context.pool.connection() as conn:
-        principal = await accounts.resolve_session(conn, claims)
-    if principal is None:
-        raise _unauthenticated("session ended (logged out, expired or account disabled): log in again")
+    principal = await _principal(get_context(websocket), token)  # type: ignore[arg-type]
     if from_cookie and not _same_origin(websocket):
         raise Problem(403, "cross-origin WebSocket refused: with the session cookie, open it from the citypilot "
                            "web application (or send access_token)")
