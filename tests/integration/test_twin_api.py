@@ -331,3 +331,14 @@ def test_the_map_snapshot_is_columnar_and_hides_what_a_role_may_not_see(city):
     assert row(operator, camera) is None and "camera" not in operator["kinds"]
     problem(city.client.get("/api/v1/twin/map", params={"kind": "tram"}, headers=city.headers()), 400)
     problem(city.client.get("/api/v1/twin/map"), 401)
+
+
+def test_large_documents_are_compressed_for_clients_that_accept_it(city):
+    """The OpenAPI document (well over 32 KB) stands for the map snapshot at city scale."""
+    plain = city.client.get("/api/openapi.json", headers={"Accept-Encoding": "identity"})
+    assert plain.status_code == 200 and "content-encoding" not in plain.headers
+    zipped = city.client.get("/api/openapi.json", headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip" and zipped.json() == plain.json()
+    assert int(zipped.headers["content-length"]) < len(plain.content) / 3
+    small = city.client.get("/healthz", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in small.headers  # not worth it under 32 KB

