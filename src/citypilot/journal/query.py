@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from shapely.geometry import Point
 from shapely.geometry.base import BaseGeometry
 from shapely.prepared import prep
 
@@ -119,8 +120,6 @@ async def list_entries(conn: psycopg.AsyncConnection, flt: JournalFilter, *, aft
             entry = row_to_entry(row)
             last_id = entry["id"]
             if inside is not None:
-                from shapely.geometry import Point
-
                 if entry["lon"] is None or not inside.contains(Point(entry["lon"], entry["lat"])):
                     continue
             items.append(entry)

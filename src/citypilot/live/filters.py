@@ -33,10 +33,10 @@ from shapely.geometry.base import BaseGeometry
 from shapely.prepared import prep
 from shapely.validation import explain_validity
 
+from citypilot.alarms.lifecycle import SEVERITIES
 from citypilot.auth.roles import sees_restricted
 
-SEVERITY_RANK = {"warning": 1, "minor": 2, "major": 3, "critical": 4}
-SEVERITIES = ("critical", "major", "minor", "warning")
+SEVERITY_RANK = {s: len(SEVERITIES) - i for i, s in enumerate(SEVERITIES)}  # warning 1 ... critical 4
 FILTER_KEYS = ("domain", "commune", "kind", "bbox", "polygon", "severity", "type", "service", "twin")
 OPERATIONS_DOMAIN = "operations"  # entries that belong to no equipment domain (accounts, storms, the platform)
 MAX_VALUES = 200

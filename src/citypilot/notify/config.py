@@ -18,11 +18,12 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+# The alarm severities, highest first: the alarms' own scale, not a copy of it.
+from citypilot.alarms.lifecycle import SEVERITIES
+from citypilot.alarms.lifecycle import SEVERITY_RANK as SEVERITY_RANK  # used by outbox.py
+
 from .quiet import QuietHours
 
-# The alarm severities, highest first (the same scale as the alarms table's CHECK constraint).
-SEVERITIES = ("critical", "major", "minor", "warning")
-SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 EVENTS = ("raised", "escalated", "cleared")
 CHANNEL_TYPES = ("webhook", "email")
 DEFAULT_TIMEZONE = "Europe/Paris"
