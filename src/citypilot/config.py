@@ -79,6 +79,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("notify_config", str, None, "TOML file of outbound notification channels (webhooks, e-mail); unset = in-app only."),
     Setting("map_style_url", str, None, "MapLibre style URL of a tile server for the web map; unset = the communes' "
                                         "outlines only (works with no internet)."),
+    Setting("requests_services_file", str, None, "TOML file of the citizens' request categories (Open311 services); "
+                                                 "unset = the categories shipped with citypilot."),
+    Setting("requests_duplicate_radius_m", int, 50, "An open request of the same category this close (metres)..."),
+    Setting("requests_duplicate_window_h", int, 72, "...and reported within this many hours: a new report is linked to it."),
+    Setting("requests_auto_work_order", bool, True, "Open a work order for the service in charge with each new request."),
+    Setting("requests_photo_max_bytes", int, 8 * 1024 * 1024, "Largest photo accepted with a request or a work order."),
+    Setting("open311_jurisdiction_id", str, "dijon-metropole.fr", "This server's Open311 jurisdiction_id."),
+    Setting("dispatch_routing_url", str, None, "OSRM-compatible routing service for travel times; unset = straight "
+                                               "line with a detour factor."),
+    Setting("dispatch_stale_after_s", int, 120, "A vehicle position older than this is not used to dispatch."),
+    Setting("dispatch_detour_percent", int, 130, "Road distance as a share of the straight line (straight-line mode)."),
     Setting("log_level", str, "info", "debug, info, warning or error."),
     Setting("log_format", str, "json", "json (one JSON object per line) or console."),
 )
@@ -120,6 +131,15 @@ class Config:
     alarms_engine: bool
     notify_config: str | None
     map_style_url: str | None
+    requests_services_file: str | None
+    requests_duplicate_radius_m: int
+    requests_duplicate_window_h: int
+    requests_auto_work_order: bool
+    requests_photo_max_bytes: int
+    open311_jurisdiction_id: str
+    dispatch_routing_url: str | None
+    dispatch_stale_after_s: int
+    dispatch_detour_percent: int
     log_level: str
     log_format: str
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -272,6 +292,12 @@ def load_config(
         url = values[url_name]
         if url is not None and urlsplit(url).scheme not in schemes:
             raise ConfigError(f"{origin(url_name)}: expected a {schemes[0]}:// URL, got {mask_url(url)!r}")
+    if not 1 <= values["requests_duplicate_radius_m"] <= 1000:
+        raise ConfigError(f"{origin('requests_duplicate_radius_m')}: 1 to 1000 metres, got {values['requests_duplicate_radius_m']}")
+    if not 100 <= values["dispatch_detour_percent"] <= 300:
+        raise ConfigError(f"{origin('dispatch_detour_percent')}: 100 to 300 %, got {values['dispatch_detour_percent']}")
+    if values["dispatch_routing_url"] is not None and urlsplit(values["dispatch_routing_url"]).scheme not in ("http", "https"):
+        raise ConfigError(f"{origin('dispatch_routing_url')}: expected an http:// or https:// URL")
     return Config(**values, sources=sources)
 
 

@@ -25,7 +25,7 @@ administrators)::
 Everything is checked at load (keys, value types, kinds, fields, enumerated values, expressions) and
 the first mistake is raised as a ``RuleError`` with the file, the line and the reason, because a
 rule that loads but never fires is worse than a refused file. Keeping the rules in force when a new
-file is refused is the caller's job. tomllib gives no line numbers, so ``_Locator`` finds them by
+file is refused is the caller's job. tomllib gives no line numbers, so ``Locator`` (citypilot.tomllines) finds them by
 scanning the text: the n-th ``[[rule]]`` header, then the first ``key =`` line below it.
 
 Pure domain: no I/O beyond reading the files ``load_rules`` is given.
@@ -36,7 +36,6 @@ from __future__ import annotations
 import difflib
 import re
 import string
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -49,6 +48,8 @@ from citypilot.equipment.catalog import (
     KindSpec,
     has_control_characters,
 )
+
+from citypilot.tomllines import Locator, TomlSyntaxError, parse_toml
 
 from .expressions import Expression, ExpressionError, compile_expression
 
@@ -64,9 +65,6 @@ ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}\Z")
 TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 EVENT_RE = re.compile(r"^[a-z0-9_]{1,64}\Z")  # the device protocol's event codes
 _DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_HEADER_RE = re.compile(r"^\s*\[\[\s*(rule|correlation|storm)\s*\]\]\s*(?:#.*)?$")
-_ANY_TABLE_RE = re.compile(r"^\s*\[")
-_TOML_LINE_RE = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 
 _RULE_KEYS = ("id", "kind", "type", "severity", "title", "when", "clear_when", "for", "on_event",
               "clear_event", "on_connectivity", "notify")
@@ -249,43 +247,10 @@ def _shown(value: Any) -> str:
 
 # --- locating lines -------------------------------------------------------------------------------
 
-class _Locator:
-    """Line numbers of tables and keys, found by scanning the text (tomllib gives none).
-
-    A ``[[rule]]`` written inside a multi-line string would fool it; the line would only be off, and
-    the error itself stays right.
-    """
-
-    def __init__(self, text: str) -> None:
-        self.lines = text.splitlines()
-        self.headers: dict[str, list[int]] = {}
-        self.tables: list[int] = []
-        for number, line in enumerate(self.lines, start=1):
-            match = _HEADER_RE.match(line)
-            if match:
-                self.headers.setdefault(match.group(1), []).append(number)
-            if _ANY_TABLE_RE.match(line):
-                self.tables.append(number)
-
-    def header(self, section: str, index: int) -> int:
-        found = self.headers.get(section, [])
-        return found[index] if index < len(found) else self.top(section)
-
-    def key(self, section: str, index: int, key: str) -> int:
-        start = self.header(section, index)
-        end = next((n for n in self.tables if n > start), len(self.lines) + 1)
-        pattern = re.compile(rf"""^\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*[=.]""")
-        return next((n for n in range(start + 1, end) if pattern.match(self.lines[n - 1])), start)
-
-    def top(self, key: str) -> int:
-        pattern = re.compile(rf"""^\s*(?:\[+\s*)?(?:{re.escape(key)}|"{re.escape(key)}")\s*[=.\]]""")
-        return next((n for n, line in enumerate(self.lines, start=1) if pattern.match(line)), 1)
-
-
 class _Table:
     """One [[rule]], [[correlation]] or [[storm]] table being checked: errors carry its lines."""
 
-    def __init__(self, path: str, locator: _Locator, section: str, index: int, raw: Any, catalog: Catalog) -> None:
+    def __init__(self, path: str, locator: Locator, section: str, index: int, raw: Any, catalog: Catalog) -> None:
         self.path, self.locator, self.section, self.index, self.raw, self.catalog = path, locator, section, index, raw, catalog
         self.line = locator.header(section, index)
         ident = raw.get("id") if isinstance(raw, dict) else None
@@ -411,14 +376,10 @@ class _Parsed:
 
 def _parse(text: str, path: str, catalog: Catalog) -> _Parsed:
     try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        match = _TOML_LINE_RE.search(message)
-        line = int(match.group(1)) if match else max(len(text.splitlines()), 1)
-        reason = _TOML_LINE_RE.sub("", message).replace(" (at end of document)", " at the end of the file")
-        raise RuleError(path, line, f"TOML syntax error: {reason}") from None
-    locator = _Locator(text)
+        document = parse_toml(text)
+    except TomlSyntaxError as exc:
+        raise RuleError(path, exc.line, exc.reason) from None
+    locator = Locator(text, ("rule", "correlation", "storm"))
     parsed = _Parsed()
     for key, value in document.items():
         if key not in ("rule", "correlation", "storm"):

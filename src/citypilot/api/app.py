@@ -31,7 +31,8 @@ from citypilot.runtime.infrastructure import Endpoints
 from . import problems
 from .context import AppContext
 from .problems import problem_response
-from .routes import alarms, assets, auth, catalog, health, ingest, journal, kpi, twin, users
+from .routes import alarms, assets, auth, catalog, field, health, ingest, journal, kpi, open311, requests, teams, twin, users
+from .routes import work_orders
 from .routes import live as live_feed
 from .routes import ui as web_ui
 from .security import LoginThrottle, audit_routes
@@ -153,6 +154,9 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
             config=config, endpoints=endpoints, pool=pool, catalog=default_catalog(), communes=metropole(),
             secret_key=load_or_create_secret(config.auth_secret_key, config.data_dir), nats=nc,
         )
+        from citypilot.citizens.runtime import Interventions
+
+        app.state.context.extra["interventions"] = Interventions.build(config, pool, dict(app.state.context.catalog.services))
         log.info("citypilot ready", extra={"version": __version__, "mqtt": endpoints.mqtt_url,
                                            "embedded_database": endpoints.embedded_database,
                                            "embedded_nats": endpoints.embedded_nats})
@@ -222,7 +226,8 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
     app.state.login_throttle = LoginThrottle()
     problems.install(app)
     routers = (health.router, auth.router, catalog.router, assets.router, twin.router, ingest.router, users.router,
-               alarms.router, journal.router, live_feed.router, web_ui.router, kpi.router)
+               alarms.router, journal.router, live_feed.router, web_ui.router, kpi.router, requests.router,
+               work_orders.router, work_orders.links, teams.router, field.router, open311.router)
     audit_routes(routers)
     for router in routers:
         app.include_router(router)

@@ -47,3 +47,20 @@ def sees_restricted(role: str) -> bool:
 ALARM_HANDLERS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.OPERATOR, Role.POLICE, Role.SERVICE_COORDINATOR})
 # Who may read the event journal: the control room, and the DPO who audits it.
 JOURNAL_READERS = REGISTRY_READERS | {Role.DPO}
+
+# --- Interventions: citizens' requests and work orders ----------------------------------------------
+# Who reads citizens' requests (their public part): the control room, the switchboard, the DPO.
+REQUEST_READERS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.OPERATOR, Role.POLICE, Role.SERVICE_COORDINATOR,
+                             Role.SWITCHBOARD, Role.READ_ONLY, Role.DPO})
+# Who logs a request for a citizen (a phone call, a visit): the switchboard first.
+REQUEST_TAKERS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.OPERATOR, Role.SERVICE_COORDINATOR, Role.SWITCHBOARD})
+# Who sees the requester's name, phone and e-mail: those who call back or audit (and the coordinator of the
+# request's own service, checked per request). Operators, the police and field teams do not need them.
+PERSONAL_DATA_READERS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.SWITCHBOARD, Role.DPO})
+# Who reads work orders (a field agent only his team's, checked per order).
+WORK_ORDER_READERS = REGISTRY_READERS | {Role.DPO}
+# Who may open a work order (by hand, from an alarm or a request); dispatching is checked per order.
+WORK_ORDER_CREATORS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.OPERATOR, Role.SERVICE_COORDINATOR})
+# Who acts on work orders: dispatchers and the field teams (each checked against the order).
+WORK_ORDER_ACTORS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.OPERATOR, Role.SERVICE_COORDINATOR, Role.FIELD_AGENT})
+TEAM_MANAGERS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.SERVICE_COORDINATOR})

@@ -19,19 +19,21 @@ log = logging.getLogger("citypilot.serve")
 
 
 def check_alarm_files(config: Config) -> None:
-    """The alarm rules and the notification channels, read before anything starts: a control centre
-    must not start with rules or channels it cannot read (file, line and reason, exit 2)."""
+    """The alarm rules, the notification channels and the request categories, read before anything
+    starts: a control centre must not start with files it cannot read (file, line and reason, exit 2)."""
     from pathlib import Path
 
     from citypilot.alarms.rules import RuleError
     from citypilot.alarms.rules_source import RuleSource
+    from citypilot.citizens.services import ServicesError, load_services
     from citypilot.equipment.catalog import default_catalog
     from citypilot.notify.config import NotifyConfigError, load_notify_config
 
     try:
         RuleSource(config.alarms_rules_dir, default_catalog())
         load_notify_config(Path(config.notify_config).expanduser() if config.notify_config else None)
-    except (RuleError, NotifyConfigError) as exc:
+        load_services(config.requests_services_file, dict(default_catalog().services))
+    except (RuleError, NotifyConfigError, ServicesError) as exc:
         fail(str(exc), 2)
 
 

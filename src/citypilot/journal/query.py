@@ -34,6 +34,8 @@ class JournalFilter:
     polygon: BaseGeometry | None = None                      # lon/lat; checked after the bbox prefilter
     include_restricted: bool = False
     service: str | None = None                               # only entries of this service
+    work_order_id: int | None = None                         # entries about this work order
+    request_id: int | None = None                            # entries about this citizen's request
 
     def where(self) -> tuple[str, dict[str, Any]]:
         clauses: list[str] = []
@@ -70,6 +72,11 @@ class JournalFilter:
         if self.service is not None:
             clauses.append("service = %(service)s")
             params["service"] = self.service
+        for name in ("work_order_id", "request_id"):  # expression indexes of migration 0005
+            value = getattr(self, name)
+            if value is not None:
+                clauses.append(f"(data->>'{name}')::bigint = %({name})s AND data ? '{name}'")
+                params[name] = value
         if not self.include_restricted:
             clauses.append("NOT restricted")
         box = self.bbox

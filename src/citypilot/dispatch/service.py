@@ -1,0 +1,26 @@
+"""Recommend the teams to send: candidates from the database, travel times from the routing adapter,
+the ranking from the pure domain (``nearest.py``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import psycopg
+
+from . import nearest, teams
+from .routing import Origin, Routing
+
+
+async def recommend(conn: psycopg.AsyncConnection, service: str, lat: float, lon: float, routing: Routing,
+                    now: dt.datetime, stale_after_s: float, limit: int = 5) -> dict[str, Any]:
+    """The nearest available teams of ``service`` to (lat, lon), best first, and why the others are not."""
+    candidates = await teams.candidates(conn, service)
+    ok, excluded = nearest.eligible(candidates, service, now, stale_after_s)
+    times, method = await routing.travel_times([Origin(c.lat, c.lon, c.vehicle_type) for c, _ in ok  # type: ignore[arg-type]
+                                                ], lat, lon)
+    ranked = nearest.rank(ok, lat, lon, times, limit)
+    return {"service": service, "routing": method, "considered": len(candidates), "eligible": len(ok),
+            "recommendations": [dataclasses.asdict(r) for r in ranked],
+            "excluded": [dataclasses.asdict(e) for e in excluded]}

@@ -1,0 +1,106 @@
+"""PostgreSQL adapter of field teams: who they are, their status, where their vehicle is.
+
+A team's position is its vehicle's, read from the live twin (the vehicle reports every few seconds
+over MQTT); the team's status is set by the team on its tablet, by the coordinator, and by the work
+orders it moves forward (en route, on scene, available again when done).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Sequence
+
+import psycopg
+
+from citypilot.journal import store as journal
+from citypilot.journal.entries import NewEntry
+
+from .nearest import Candidate
+
+TEAM_STATUSES = ("available", "en_route", "on_scene", "busy", "off_duty")
+# A vehicle terminal's work_status (equipment catalogue) as a team status.
+VEHICLE_STATUS = {"available": "available", "en_route": "en_route", "on_site": "on_scene", "off_duty": "off_duty"}
+TEAM_FIELDS = ("id", "name", "service", "vehicle_id", "status", "status_at", "active", "created_at", "version")
+COLUMNS = ", ".join(TEAM_FIELDS)
+
+
+def team_json(row: Sequence[Any]) -> dict[str, Any]:
+    out = dict(zip(TEAM_FIELDS, row))
+    for key in ("status_at", "created_at"):
+        out[key] = out[key].isoformat()
+    return out
+
+
+async def get(conn: psycopg.AsyncConnection, team_id: str, lock: bool = False) -> dict[str, Any] | None:
+    row = await (await conn.execute(f"SELECT {COLUMNS} FROM teams WHERE id = %s{' FOR UPDATE' if lock else ''}",
+                                    (team_id,))).fetchone()
+    return dict(zip(TEAM_FIELDS, row)) if row else None
+
+
+async def team_of(conn: psycopg.AsyncConnection, username: str) -> str | None:
+    row = await (await conn.execute("SELECT team_id FROM team_members WHERE username = %s", (username,))).fetchone()
+    return row[0] if row else None
+
+
+async def members(conn: psycopg.AsyncConnection, team_id: str) -> list[str]:
+    rows = await (await conn.execute("SELECT username FROM team_members WHERE team_id = %s ORDER BY username",
+                                     (team_id,))).fetchall()
+    return [r[0] for r in rows]
+
+
+async def set_status(conn: psycopg.AsyncConnection, team_id: str, status: str, actor: str, now: dt.datetime,
+                     reason: str | None = None) -> dict[str, Any] | None:
+    """Set a team's status (journaled when it changes); None when there is no such team."""
+    if status not in TEAM_STATUSES:
+        raise ValueError(f"unknown team status {status!r} (one of {', '.join(TEAM_STATUSES)})")
+    team = await get(conn, team_id, lock=True)
+    if team is None:
+        return None
+    if team["status"] == status:
+        return team
+    row = await (await conn.execute(
+        f"UPDATE teams SET status = %s, status_at = %s, version = version + 1 WHERE id = %s RETURNING {COLUMNS}",
+        (status, now, team_id))).fetchone()
+    assert row is not None
+    await journal.append(conn, [NewEntry(
+        at=now, domain="interventions", type="team.status",
+        summary=f"team {team_id} {team['status']} -> {status}{'' if actor == 'system' else ' by ' + actor}"
+                f"{' (' + reason + ')' if reason else ''}",
+        actor=actor, asset_id=team["vehicle_id"], service=team["service"],
+        data={"team_id": team_id, "from": team["status"], "to": status, **({"reason": reason} if reason else {})})])
+    return dict(zip(TEAM_FIELDS, row))
+
+
+async def release_if_idle(conn: psycopg.AsyncConnection, team_id: str | None, actor: str, now: dt.datetime) -> None:
+    """After a job ends: the team is available again, unless it is already on its way to or at another one
+    (or off duty: its shift ended)."""
+    if team_id is None:
+        return
+    busy = await (await conn.execute(
+        "SELECT count(*) FROM work_orders WHERE team_id = %s AND state IN ('en_route', 'on_site')", (team_id,))).fetchone()
+    team = await get(conn, team_id)
+    if team is not None and busy is not None and busy[0] == 0 and team["status"] in ("en_route", "on_scene", "busy"):
+        await set_status(conn, team_id, "available", actor, now)
+
+
+async def candidates(conn: psycopg.AsyncConnection, service: str) -> list[Candidate]:
+    """The active teams of a service with their vehicle's last position and type, and their status: the
+    latest word of the team (tablet, coordinator) or of its vehicle's terminal (``work_status``)."""
+    rows = await (await conn.execute(
+        "SELECT t.id, t.name, t.service, t.status, t.status_at, t.vehicle_id, a.attributes->>'vehicle_type', "
+        "(w.values->>'lat')::float8, (w.values->>'lon')::float8, w.ts, w.values->>'work_status' "
+        "FROM teams t LEFT JOIN assets a ON a.id = t.vehicle_id LEFT JOIN twin w ON w.asset_id = t.vehicle_id "
+        "WHERE t.active AND t.service = %s", (service,))).fetchall()
+    out = []
+    for team_id, name, svc, status, status_at, vehicle, vtype, lat, lon, ts, work_status in rows:
+        out.append(Candidate(team_id=team_id, service=svc, status=effective_status(status, status_at, work_status, ts),
+                             vehicle_id=vehicle, vehicle_type=vtype, lat=lat, lon=lon,
+                             position_at=ts if lat is not None else None, name=name))
+    return out
+
+
+def effective_status(status: str, status_at: dt.datetime, work_status: str | None, reported_at: dt.datetime | None) -> str:
+    """The team's status, or its vehicle terminal's when that was reported later."""
+    if work_status and reported_at is not None and reported_at > status_at:
+        return VEHICLE_STATUS.get(work_status, status)
+    return status
