@@ -39,6 +39,7 @@ from citypilot.auth.roles import sees_restricted
 SEVERITY_RANK = {s: len(SEVERITIES) - i for i, s in enumerate(SEVERITIES)}  # warning 1 ... critical 4
 FILTER_KEYS = ("domain", "commune", "kind", "bbox", "polygon", "severity", "type", "service", "twin")
 OPERATIONS_DOMAIN = "operations"  # entries that belong to no equipment domain (accounts, storms, the platform)
+INTERVENTIONS_DOMAIN = "interventions"  # citizens' requests, work orders, teams
 MAX_VALUES = 200
 MAX_POLYGON_VERTICES = 10_000
 _TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?$")
@@ -66,7 +67,7 @@ class Vocabulary:
 
     @property
     def domains(self) -> frozenset[str]:
-        return frozenset(self.kind_domains.values()) | {OPERATIONS_DOMAIN}
+        return frozenset(self.kind_domains.values()) | {OPERATIONS_DOMAIN, INTERVENTIONS_DOMAIN}
 
     @property
     def restricted_domains(self) -> frozenset[str]:

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Query
 
 from citypilot.auth.accounts import Principal
-from citypilot.auth.roles import REGISTRY_READERS
+from citypilot.auth.roles import REGISTRY_READERS, WORK_ORDER_READERS, Role
 
 from ..context import AppContext, get_context
 from ..problems import Problem
@@ -56,3 +56,26 @@ async def lighting_energy(
         "day": day.isoformat(), "energy_kwh": energy, "before_led_kwh": before,
         "saving_pct": round(100 * (1 - 1 / ratio), 1) if before and ratio else None,
         "cabinets_metered": cabinets, "lights_with_pre_led_power": lights, "partial_day": day == today})
+
+
+@router.get("/interventions", summary="Response and resolution times against their SLAs, backlog, overdue orders")
+async def interventions(
+    since: dt.datetime | None = Query(None, description="Orders opened from (default: 30 days ago)"),
+    until: dt.datetime | None = Query(None, description="...until (default: now)"),
+    principal: Principal = allow(WORK_ORDER_READERS - {Role.FIELD_AGENT}),
+    context: AppContext = Depends(get_context),
+) -> FastJSONResponse:
+    from citypilot.auth.roles import sees_restricted
+    from citypilot.workorders.kpi import intervention_kpis
+
+    now = dt.datetime.now(dt.timezone.utc)
+    until = until or now
+    since = since or until - dt.timedelta(days=30)
+    for name, value in (("since", since), ("until", until)):
+        if value.tzinfo is None:
+            raise Problem(400, f"{name} needs a time zone (e.g. 2026-11-21T08:00:00+01:00)", type_="invalid-parameter",
+                          field=name)
+    if since >= until:
+        raise Problem(400, "since must be before until", type_="invalid-parameter", field="since")
+    async with context.pool.connection() as conn:
+        return FastJSONResponse(await intervention_kpis(conn, since, until, sees_restricted(principal.role)))
