@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from citypilot.tomllines import Locator, TomlSyntaxError, parse_toml
 
@@ -243,7 +243,8 @@ def parse_services(text: str, path: str, service_names: Mapping[str, Any]) -> Se
         for a_index, a_raw in enumerate(raw_attributes):
             a_line = locator.header("service.attribute", attribute_index)
             attribute_index += 1
-            attributes.append(_attribute(a_raw, a_line, a_index, path, raw["code"], attributes))
+            attributes.append(_attribute(a_raw, a_line, a_index, path, raw["code"], attributes,
+                                         lambda key, i=attribute_index - 1: locator.key("service.attribute", i, key)))
         services.append(RequestService(
             code=raw["code"], name=raw["name"].strip(), description=raw["description"].strip(), group=raw["group"],
             keywords=lists["keywords"], service=raw["service"], priority=raw["priority"], response_h=hours["response_h"],
@@ -253,46 +254,48 @@ def parse_services(text: str, path: str, service_names: Mapping[str, Any]) -> Se
     return ServiceCatalogue(tuple(services), path, {s.code: s for s in services})
 
 
-def _attribute(raw: Any, line: int, index: int, path: str, service: str, seen: list[Attribute]) -> Attribute:
+def _attribute(raw: Any, line: int, index: int, path: str, service: str, seen: list[Attribute],
+               key_line: Callable[[str], int]) -> Attribute:
     label = raw.get("code") if isinstance(raw, dict) and isinstance(raw.get("code"), str) else f"#{index + 1}"
 
-    def fail(reason: str) -> ServicesError:
-        return ServicesError(path, line, f"[[service.attribute]] {service}.{label}: {reason}")
+    def fail(reason: str, key: str | None = None) -> ServicesError:
+        at = key_line(key) if key and isinstance(raw, dict) and key in raw else line
+        return ServicesError(path, at, f"[[service.attribute]] {service}.{label}: {reason}")
 
     if not isinstance(raw, dict):
         raise fail("expected a table")
     unknown = sorted(set(raw) - _ATTRIBUTE_KEYS)
     if unknown:
-        raise fail(f"unknown key {unknown[0]!r} (known: {', '.join(sorted(_ATTRIBUTE_KEYS))})")
+        raise fail(f"unknown key {unknown[0]!r} (known: {', '.join(sorted(_ATTRIBUTE_KEYS))})", unknown[0])
     for key in ("code", "datatype", "description"):
         if not isinstance(raw.get(key), str) or not raw[key].strip():
-            raise fail(f"{key} is required (text)")
+            raise fail(f"{key} is required (text)", key)
     if not CODE_RE.match(raw["code"]):
-        raise fail("code: lowercase letters, digits and '_', starting with a letter")
+        raise fail("code: lowercase letters, digits and '_', starting with a letter", "code")
     if any(a.code == raw["code"] for a in seen):
-        raise fail("code used twice in this category")
+        raise fail("code used twice in this category", "code")
     if raw["datatype"] not in DATATYPES:
-        raise fail(f"datatype must be one of {', '.join(DATATYPES)}")
+        raise fail(f"datatype must be one of {', '.join(DATATYPES)}", "datatype")
     for key in ("required", "variable"):
         if key in raw and not isinstance(raw[key], bool):
-            raise fail(f"{key} must be true or false")
+            raise fail(f"{key} must be true or false", key)
     order = raw.get("order", index + 1)
     if isinstance(order, bool) or not isinstance(order, int) or order < 0:
-        raise fail("order must be a whole number")
+        raise fail("order must be a whole number", "order")
     values: list[tuple[str, str]] = []
     if raw["datatype"].endswith("valuelist"):
         raw_values = raw.get("values")
         if not isinstance(raw_values, list) or not raw_values:
-            raise fail("a list question needs values = [{ key = ..., name = ... }]")
+            raise fail("a list question needs values = [{ key = ..., name = ... }]", "values")
         for value in raw_values:
             if (not isinstance(value, dict) or set(value) != {"key", "name"}
                     or not all(isinstance(value[k], str) and value[k] for k in ("key", "name"))):
-                raise fail("each value is { key = \"...\", name = \"...\" }")
+                raise fail("each value is { key = \"...\", name = \"...\" }", "values")
             if any(k == value["key"] for k, _ in values):
-                raise fail(f"value key {value['key']!r} used twice")
+                raise fail(f"value key {value['key']!r} used twice", "values")
             values.append((value["key"], value["name"]))
     elif "values" in raw:
-        raise fail("values are only for singlevaluelist and multivaluelist questions")
+        raise fail("values are only for singlevaluelist and multivaluelist questions", "values")
     return Attribute(code=raw["code"], datatype=raw["datatype"], required=bool(raw.get("required", False)),
                      description=raw["description"].strip(), order=order, variable=bool(raw.get("variable", True)),
                      datatype_description=str(raw.get("datatype_description", "")), values=tuple(values))
