@@ -201,3 +201,86 @@ def test_illegal_transitions_and_wrong_callers_are_refused_precisely(city, accou
         "title": "Outside", "service": "lighting", "lat": 48.85, "lon": 2.35}), 422)
     problem(city.client.post("/api/v1/work-orders", headers=city.headers("switchboard"), json={
         "title": "Not mine", "service": "lighting", "lat": LAT, "lon": LON}), 403)
+
+
+def test_an_alarm_becomes_a_work_order_and_the_confirmed_repair_clears_it(city, accounts):
+    from .test_alarms import wait_alarm
+
+    (light,) = city.import_assets({"id": "SL-W", "kind": "street_light", "lat": LAT + 0.001, "lon": LON})
+    city.publish([(light, "telemetry", reading(utcnow() - dt.timedelta(seconds=20), fault="lamp_failure",
+                                               power_state="on"))])
+    alarm = wait_alarm(city, light, "lamp_failure")
+    r = city.client.post(f"/api/v1/alarms/{alarm['id']}/work-order", headers=city.headers("operator"))
+    assert r.status_code == 201, r.text
+    order = r.json()
+    assert (order["origin"], order["alarm_id"], order["asset_id"], order["service"], order["priority"]) == \
+        ("alarm", alarm["id"], light, "lighting", "normal")  # a minor alarm: a normal-priority order
+    again = city.client.post(f"/api/v1/alarms/{alarm['id']}/work-order", headers=city.headers("supervisor"))
+    assert again.status_code == 200 and again.json()["id"] == order["id"]  # one open order per alarm
+    team_id, _ = make_team(city, accounts, LAT, LON, "A1", members=False)
+    order = act(city, order, "assign", team_id=team_id).json()
+    order = act(city, order, "on_site").json()
+    order = act(city, order, "done", note="Driver replaced").json()
+    still = city.client.get(f"/api/v1/alarms/{alarm['id']}", headers=city.headers()).json()
+    assert still["state"] == "raised"  # done is not yet a confirmed repair
+    r = act(city, order, "confirm")
+    assert r.status_code == 200, r.text
+    cleared = city.client.get(f"/api/v1/alarms/{alarm['id']}", headers=city.headers()).json()
+    assert cleared["state"] == "cleared" and f"work order {order['id']}" in cleared["clear_reason"]
+    problem(city.client.post("/api/v1/alarms/999999999/work-order", headers=city.headers("operator")), 404)
+
+
+def test_restricted_alarms_give_restricted_work_orders(city):
+    from .test_alarms import wait_alarm
+
+    (panel,) = city.import_assets({"id": "BAP-W", "kind": "building_alarm_panel"})
+    city.publish([(panel, "telemetry", reading(utcnow() - dt.timedelta(seconds=10), intrusion="alarm"))])
+    alarm = wait_alarm(city, panel, "intrusion_alarm")
+    problem(city.client.post(f"/api/v1/alarms/{alarm['id']}/work-order", headers=city.headers("operator")), 404)
+    r = city.client.post(f"/api/v1/alarms/{alarm['id']}/work-order", headers=city.headers("supervisor"))
+    assert r.status_code == 201, r.text
+    order = r.json()
+    assert order["restricted"] and order["priority"] == "urgent"
+    problem(city.client.get(f"/api/v1/work-orders/{order['id']}", headers=city.headers("operator")), 404)
+    assert city.client.get(f"/api/v1/work-orders/{order['id']}", headers=city.headers("police")).status_code == 200
+    listed = city.client.get("/api/v1/work-orders", params={"alarm": alarm["id"]}, headers=city.headers("operator"))
+    assert listed.json()["items"] == []
+
+
+def test_planned_maintenance_comes_back_after_it_is_done(city, accounts):
+    planned = (utcnow() + dt.timedelta(days=2)).replace(microsecond=0)
+    r = city.client.post("/api/v1/work-orders", headers=city.headers("service_coordinator"), json={
+        "title": "Clean the cabinet's filters", "service": "lighting", "lat": LAT, "lon": LON, "category": "maintenance",
+        "planned_for": planned.isoformat(), "recurrence": {"every": 3, "unit": "month"}, "response_h": 8,
+        "resolution_h": 24})
+    assert r.status_code == 201, r.text
+    order = r.json()
+    assert order["origin"] == "planned"
+    assert dt.datetime.fromisoformat(order["sla_response_due"]) == planned + dt.timedelta(hours=8)
+    team_id, _ = make_team(city, accounts, LAT, LON, "P1", members=False)
+    order = act(city, order, "assign", team_id=team_id).json()
+    order = act(city, order, "on_site").json()
+    order = act(city, order, "done", note="Filters cleaned").json()
+    assert act(city, order, "confirm").status_code == 200
+    following = city.client.get("/api/v1/work-orders", params={"planned": "true", "state": "new"},
+                                headers=city.headers()).json()["items"]
+    (nxt,) = [o for o in following if o["previous_id"] == order["id"]]
+    assert nxt["recurrence"] == {"every": 3, "unit": "month"} and nxt["title"] == order["title"]
+    assert dt.datetime.fromisoformat(nxt["planned_for"]).month == (planned.month + 2) % 12 + 1
+    bad = city.client.post("/api/v1/work-orders", headers=city.headers("service_coordinator"), json={
+        "title": "x", "service": "lighting", "lat": LAT, "lon": LON, "recurrence": {"every": 1, "unit": "year"},
+        "planned_for": planned.isoformat()})
+    assert "recurrence.unit" in problem(bad, 422)["detail"]
+
+
+def test_stale_positions_and_other_services_are_not_recommended(city, accounts):
+    team_id, vehicle = make_team(city, accounts, LAT, LON, "S1", members=False)
+    drive(city, vehicle, LAT + 0.001, LON, ts=utcnow() - dt.timedelta(minutes=10))
+    r = city.client.post("/api/v1/work-orders", headers=city.headers("service_coordinator"), json={
+        "title": "Check", "service": "lighting", "lat": LAT, "lon": LON})
+    answer = city.client.get(f"/api/v1/work-orders/{r.json()['id']}/recommendations",
+                             headers=city.headers("service_coordinator")).json()
+    assert team_id not in [t["team_id"] for t in answer["recommendations"]]
+    (excluded,) = [e for e in answer["excluded"] if e["team_id"] == team_id]
+    assert "old" in excluded["reason"]
+

@@ -128,6 +128,8 @@ def test_recurring_maintenance_dates():
     assert lifecycle.next_occurrence(first, monthly, first) == dt.datetime(2026, 2, 28, 9, 0, tzinfo=dt.timezone.utc)
     late = dt.datetime(2026, 5, 2, tzinfo=dt.timezone.utc)  # done very late: no pile of missed occurrences
     assert lifecycle.next_occurrence(first, monthly, late) == dt.datetime(2026, 5, 31, 9, 0, tzinfo=dt.timezone.utc)
+    early = dt.datetime(2026, 1, 20, tzinfo=dt.timezone.utc)  # done before its date: the next is still a month on
+    assert lifecycle.next_occurrence(first, monthly, early) == dt.datetime(2026, 2, 28, 9, 0, tzinfo=dt.timezone.utc)
     weekly = lifecycle.check_recurrence({"every": 2, "unit": "week", "until": "2026-02-10"})
     assert lifecycle.next_occurrence(first, weekly, first) is None  # 14 Feb is past the end of the series
     for wrong in ({"every": 0, "unit": "day"}, {"every": 1, "unit": "year"}, {"every": 1}, {"every": "1", "unit": "day"},

@@ -230,9 +230,10 @@ def check_recurrence(raw: Any) -> dict[str, Any] | None:
 
 
 def next_occurrence(planned_for: dt.datetime, recurrence: dict[str, Any], after: dt.datetime) -> dt.datetime | None:
-    """The first date of the series after ``after`` (a late completion does not pile up missed ones);
-    None once the series has ended (``until``)."""
+    """The first date of the series after both this occurrence and ``after`` (done early, the next one is
+    still a period later; done late, missed ones do not pile up); None once the series has ended."""
     every, unit = recurrence["every"], recurrence["unit"]
+    after = max(after, planned_for)
     moment, step = planned_for, 0
     while moment <= after:
         step += 1
