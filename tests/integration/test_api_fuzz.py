@@ -1,7 +1,8 @@
 """Property-based fuzzing of the API from its own OpenAPI document (schemathesis strategies).
 
 Whatever a caller sends, within or outside the documented shapes, the API answers without a server
-error, and every error is a problem document. Runs as an administrator (the widest access), except
+error, and every error is a problem document (Open311's routes answer with the errors its specification
+defines: a list of code and description, in JSON or XML). Runs as an administrator (the widest access), except
 logout, which would end the shared session. (schemathesis' own pytest plugin does not run under
 pytest 9, so its per-operation Hypothesis strategies are driven here directly.)
 """
@@ -27,6 +28,20 @@ def _send(app_client, case, token):
     return app_client.request(**request)
 
 
+def assert_open311_error(response, where):
+    import xml.etree.ElementTree as ET
+
+    content_type = response.headers["content-type"]
+    if content_type.startswith("text/xml"):
+        root = ET.fromstring(response.content)
+        assert root.tag == "errors" and root.find("error/code").text == str(response.status_code), where
+        assert root.find("error/description").text, where
+    else:
+        assert content_type.startswith("application/json"), f"{where}: {content_type}"
+        body = response.json()
+        assert body[0]["code"] == response.status_code and body[0]["description"], f"{where}: {body}"
+
+
 def test_no_server_error_and_errors_are_problem_documents(app_client, tokens):
     schema = schemathesis.openapi.from_dict(app_client.get("/api/openapi.json").json())
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -42,7 +57,9 @@ def test_no_server_error_and_errors_are_problem_documents(app_client, tokens):
             response = _send(app_client, case, tokens["admin"])
             where = f"{case.method} {case.formatted_path}"
             assert response.status_code < 500, f"{where}: {response.status_code} {response.text[:500]}"
-            if response.status_code >= 400:
+            if response.status_code >= 400 and operation.path.startswith("/open311/"):
+                assert_open311_error(response, where)
+            elif response.status_code >= 400:
                 assert response.headers["content-type"].startswith("application/problem+json"), f"{where}: {response.text[:300]}"
                 body = response.json()
                 assert body["status"] == response.status_code and body["detail"], f"{where}: {body}"

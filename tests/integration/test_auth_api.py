@@ -18,7 +18,12 @@ from citypilot.auth import tokens as token_lib
 from ..conftest import PASSWORD, ROLES_UNDER_TEST
 
 pytestmark = pytest.mark.integration
-DELIBERATELY_PUBLIC = {"/healthz", "/readyz", "/metrics", "/api/v1/auth/login"}
+# Open311 GeoReport v2 is a public interface by its specification: anyone reads the service list and the
+# requests' public fields; posting a request takes a client api_key, checked by the route itself.
+OPEN311_PUBLIC = {"/open311/discovery.{fmt}", "/open311/v2/discovery.{fmt}", "/open311/v2/services.{fmt}",
+                  "/open311/v2/services/{name}", "/open311/v2/requests.{fmt}", "/open311/v2/requests/{name}",
+                  "/open311/v2/tokens/{name}"}
+DELIBERATELY_PUBLIC = {"/healthz", "/readyz", "/metrics", "/api/v1/auth/login", *OPEN311_PUBLIC}
 
 
 def _operations(app_client):
