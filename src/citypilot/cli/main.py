@@ -546,6 +546,27 @@ def bench_alarms(
     typer.echo(json.dumps(figures))
 
 
+@bench_app.command("requests")
+def bench_requests(
+    ctx: typer.Context,
+    rate: float = typer.Option(200.0, min=1, max=5000, help="Open311 requests a second (open loop)."),
+    duration: float = typer.Option(30.0, min=5, max=3600, help="Seconds of requests."),
+    vehicles: int = typer.Option(1000, min=1, max=20_000, help="Field teams with a vehicle competing for each order."),
+    recommendations: int = typer.Option(200, min=1, max=100_000, help="Nearest-team recommendations timed."),
+    warmup: float = typer.Option(20.0, min=0, max=600, help="Seconds the simulated city runs before the requests."),
+) -> None:
+    """Open311 requests while the simulated city runs, then nearest-team recommendations among the vehicles
+    (throw-away embedded stack, a real `citypilot serve`)."""
+    from citypilot.bench.requests_bench import run_requests_benchmark
+
+    config = get_config(ctx)
+    try:
+        figures = run_requests_benchmark(config, rate, duration, vehicles, recommendations, warmup)
+    except (StartupError, RuntimeError) as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(figures))
+
+
 @bench_app.command("map")
 def bench_map(
     ctx: typer.Context,

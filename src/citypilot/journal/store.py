@@ -8,7 +8,8 @@ caller's transaction, so an alarm and its journal entry are written together or 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Sequence
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -39,11 +40,45 @@ RETURNING id
 """
 
 
+# Connections inside ``deferred``: their entries wait for the end of the block.
+_DEFERRED: dict[int, list[NewEntry]] = {}
+
+
+@asynccontextmanager
+async def deferred(conn: psycopg.AsyncConnection) -> AsyncIterator[None]:
+    """Write the entries appended inside the block in one statement when it ends without an error.
+
+    Why: appending takes the lock of the journal's head row (ids committed in order) and holds it to the
+    end of the transaction. A transaction that journals early and then does more work (a citizen's request
+    that opens a work order) keeps every other writer waiting meanwhile. Enter this just inside the
+    transaction, so the lock is taken at the last moment and held only for the insert and the commit."""
+    key = id(conn)
+    if key in _DEFERRED:  # nested: the outer block writes
+        yield
+        return
+    _DEFERRED[key] = []
+    try:
+        yield
+    except BaseException:
+        _DEFERRED.pop(key, None)  # the transaction rolls back: nothing to write
+        raise
+    await _write(conn, _DEFERRED.pop(key))
+
+
 async def append(conn: psycopg.AsyncConnection, entries: Sequence[NewEntry]) -> list[int]:
-    """Append entries in the caller's transaction; return their ids, in order.
+    """Append entries in the caller's transaction; return their ids, in order (none yet when the caller
+    deferred them: see ``deferred``).
 
     Entries that carry their own position (a storm over a commune) are projected here; the others take
     the registry's point."""
+    buffer = _DEFERRED.get(id(conn))
+    if buffer is not None:
+        buffer.extend(entries)
+        return []
+    return await _write(conn, entries)
+
+
+async def _write(conn: psycopg.AsyncConnection, entries: Sequence[NewEntry]) -> list[int]:
     if not entries:
         return []
     columns: list[list[Any]] = [[] for _ in range(17)]

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from citypilot.auth.accounts import Principal
 from citypilot.auth.roles import Role
 from citypilot.dispatch import nearest, teams
+from citypilot.journal import store as journal
 from citypilot.workorders import lifecycle, service, store
 from citypilot.workorders.lifecycle import TransitionError
 
@@ -119,7 +120,7 @@ async def _apply(context: AppContext, principal: Principal, queued: QueuedAction
         if done is not None:
             return {**done[0], "duplicate": True}
         try:
-            async with conn.transaction():
+            async with conn.transaction(), journal.deferred(conn):
                 actor = await actor_of(conn, principal)
                 order = await store.load(conn, queued.work_order_id, lock=True)
                 if order is None or order.team_id != actor.team_id:

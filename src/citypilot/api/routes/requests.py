@@ -21,6 +21,7 @@ from citypilot.auth.roles import (PERSONAL_DATA_READERS, REQUEST_READERS, REQUES
                                   WORK_ORDER_READERS, Role)
 from citypilot.citizens import store
 from citypilot.citizens.reports import MAX_DESCRIPTION, ReportError, check_report
+from citypilot.journal import store as journal
 from citypilot.journal.query import JournalFilter, list_entries
 from citypilot.workorders import lifecycle
 from citypilot.workorders import service as orders
@@ -120,7 +121,7 @@ async def nearby(service_code: str = Query(max_length=64), lat: float = Query(ge
 async def submit_report(context: AppContext, report: Any) -> tuple[store.Submitted, int | None]:
     """Record a checked report, and open the service's work order for a new request (one transaction)."""
     at = now()
-    async with context.pool.connection() as conn, conn.transaction():
+    async with context.pool.connection() as conn, conn.transaction(), journal.deferred(conn):
         submitted = await store.submit(conn, report, now=at, radius_m=float(context.config.requests_duplicate_radius_m),
                                        window=dt.timedelta(hours=context.config.requests_duplicate_window_h))
         order_id = submitted.request["work_order_id"]

@@ -19,6 +19,7 @@ from citypilot.auth.accounts import Principal
 from citypilot.auth.roles import WORK_ORDER_ACTORS, WORK_ORDER_CREATORS, WORK_ORDER_READERS, Role, sees_restricted
 from citypilot.citizens import store as requests
 from citypilot.dispatch.service import recommend
+from citypilot.journal import store as journal
 from citypilot.journal.query import JournalFilter, list_entries
 from citypilot.workorders import lifecycle, service, store
 from citypilot.workorders.lifecycle import TransitionError
@@ -286,7 +287,7 @@ async def act(order_id: int, action: str, request: Request, body: ActionBody | N
     notify_config = context.extra.get("notify_config")
     async with context.pool.connection() as conn:
         try:
-            async with conn.transaction():
+            async with conn.transaction(), journal.deferred(conn):
                 actor = await actor_of(conn, principal)
                 await visible_order(conn, actor, order_id)
                 order, journal_type = await service.perform(
