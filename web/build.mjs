@@ -2,6 +2,8 @@
 // `pip install citypilot` needs no Node: app.js (ES module, minified), app.css (MapLibre's styles and
 // ours), MapLibre's worker, the licences of the bundled libraries, and index.html linking each file
 // with a hash of its content (the server lets browsers cache hashed URLs for a year), and licences.txt.
+// And the field tablet's page, a second, light entry point without the map's libraries: tablet.js,
+// tablet.css, tablet.html, and its service worker tablet-sw.js (served at /tablet/sw.js).
 //
 //   npm run build          one build
 //   npm run watch          rebuild on every change (development)
@@ -60,14 +62,30 @@ function clean() {
   for (const name of readdirSync(out)) rmSync(join(out, name), { recursive: true, force: true });
 }
 
+const kib = (bytes) => `${(bytes.length / 1024).toFixed(0)} KiB`;
+
 function writeIndex() {
   const js = readFileSync(join(out, "app.js"));
   const css = readFileSync(join(out, "app.css"));
   const html = readFileSync(join(here, "index.html"), "utf8")
     .replace("__JS_HASH__", hash(js)).replace("__CSS_HASH__", hash(css));
   writeFileSync(join(out, "index.html"), html);
-  const kib = (bytes) => `${(bytes.length / 1024).toFixed(0)} KiB`;
   console.log(`built ${out}: app.js ${kib(js)}, app.css ${kib(css)}, ${WORKER} ${kib(readFileSync(join(out, WORKER)))}`);
+}
+
+// The tablet's page and its service worker, which keeps exactly these files (the page at /tablet).
+function writeTablet() {
+  const js = readFileSync(join(out, "tablet.js"));
+  const css = readFileSync(join(out, "tablet.css"));
+  const html = readFileSync(join(here, "tablet.html"), "utf8")
+    .replace("__JS_HASH__", hash(js)).replace("__CSS_HASH__", hash(css));
+  writeFileSync(join(out, "tablet.html"), html);
+  const files = ["/tablet", `/static/tablet.js?v=${hash(js)}`, `/static/tablet.css?v=${hash(css)}`];
+  const worker = readFileSync(join(here, "src", "tablet-sw.js"), "utf8")
+    .replaceAll("__VERSION__", hash(Buffer.concat([js, css, Buffer.from(html)])))
+    .replaceAll("__FILES__", JSON.stringify(files));
+  writeFileSync(join(out, "tablet-sw.js"), esbuild.transformSync(worker, { minify: true, legalComments: "none" }).code);
+  console.log(`built the tablet: tablet.js ${kib(js)}, tablet.css ${kib(css)}`);
 }
 
 clean();
@@ -84,21 +102,35 @@ const cssOptions = {
   ...common, outfile: join(out, "app.css"),
   stdin: { contents: '@import "maplibre-gl/dist/maplibre-gl.css";\n@import "./src/style.css";\n', resolveDir: here, loader: "css" },
 };
+const tabletJs = {
+  ...common, entryPoints: [join(here, "src", "tablet.js")], outfile: join(out, "tablet.js"), format: "esm",
+  banner: { js: "/*! citypilot field tablet */" },
+};
+const tabletCss = { ...common, entryPoints: [join(here, "src", "tablet.css")], outfile: join(out, "tablet.css") };
+
 const afterBuild = { name: "index", setup(build) { build.onEnd((result) => {
   if (result.errors.length) return;
   if (result.metafile) writeLicences(result.metafile);
   try { writeIndex(); } catch { /* the other half is not built yet */ }
+}); } };
+const afterTablet = { name: "tablet", setup(build) { build.onEnd((result) => {
+  if (result.errors.length) return;
+  try { writeTablet(); } catch { /* the other half is not built yet */ }
 }); } };
 
 if (watch) {
   const contexts = await Promise.all([
     esbuild.context({ ...jsOptions, plugins: [noCdn, afterBuild] }),
     esbuild.context({ ...cssOptions, plugins: [afterBuild] }),
+    esbuild.context({ ...tabletJs, plugins: [afterTablet] }),
+    esbuild.context({ ...tabletCss, plugins: [afterTablet] }),
   ]);
   await Promise.all(contexts.map((c) => c.watch()));
   console.log("watching web/src for changes…");
 } else {
-  const [js] = await Promise.all([esbuild.build(jsOptions), esbuild.build(cssOptions)]);
+  const [js] = await Promise.all([esbuild.build(jsOptions), esbuild.build(cssOptions), esbuild.build(tabletJs),
+    esbuild.build(tabletCss)]);
   writeLicences(js.metafile);
   writeIndex();
+  writeTablet();
 }

@@ -31,8 +31,10 @@ export function alarmFromEntry(entry) {
 }
 
 export class AlarmPanel {
-  constructor({ list, status, canAct, communeName, onSelect, onChange, onCritical }) {
+  constructor({ list, status, canAct, communeName, onSelect, onChange, onCritical, canOpenOrder, onWorkOrder }) {
     this.list = list;
+    this.canOpenOrder = canOpenOrder || (() => false);
+    this.onWorkOrder = onWorkOrder; // (alarm) => Promise: opens the alarm's work order
     this.status = status;
     this.canAct = canAct;
     this.communeName = communeName;
@@ -228,7 +230,25 @@ export class AlarmPanel {
       button("clear", "act_clear", active, "act_clear_title"),
       isShelved(alarm) ? button("unshelve", "act_unshelve", true) : button("shelve", "act_shelve", alarm.state !== "closed", "act_shelve_title"),
       button("comment", "act_comment", alarm.state !== "closed"),
+      this.onWorkOrder ? h("button", {
+        type: "button", class: "act act-work-order", dataset: { action: "work-order" },
+        disabled: !this.canOpenOrder() || alarm.state === "closed",
+        title: this.canOpenOrder() ? t("act_work_order_title") : t("wo_act_not_allowed"),
+        onclick: (event) => { event.stopPropagation(); this._workOrder(el); },
+      }, t("act_work_order")) : null,
     );
+  }
+
+  async _workOrder(el) {
+    const alarm = this.alarms.get(Number(el.dataset.alarmId));
+    const error = el.querySelector(".alarm-error");
+    error.hidden = true;
+    try {
+      await this.onWorkOrder(alarm);
+    } catch (err) {
+      error.textContent = `${t("error")}: ${err.detail || err.message}`;
+      error.hidden = false;
+    }
   }
 
   async _act(el, action) {

@@ -26,10 +26,28 @@ function append(el, children) {
   }
 }
 
+// Replaces an element's children, leaving out null, undefined and false as h() does (the DOM's own
+// replaceChildren would write them as text).
+export function fill(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+  return el;
+}
+
 export function svg(tag, attrs) {
   const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [key, value] of Object.entries(attrs || {})) el.setAttribute(key, String(value));
   return el;
+}
+
+// Focus goes back where it was before a panel opened, if that is still shown; else nowhere (the page),
+// never stays in the panel just hidden (a key pressed next would go to a field no one sees).
+export function restoreFocus(el, panel) {
+  if (el && el !== document.body && document.contains(el) && el.getClientRects().length > 0) {
+    el.focus();
+  } else if (panel && panel.contains(document.activeElement)) {
+    document.activeElement.blur();
+  }
 }
 
 export function $(selector, root = document) {

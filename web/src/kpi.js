@@ -6,6 +6,7 @@ import { api, limited, query } from "./api.js";
 import { h } from "./dom.js";
 import { formatDuration, formatNumber, t } from "./i18n.js";
 import { SEVERITY_LEVELS } from "./alarms.js";
+import { interventionCards } from "./kpi-interventions.js";
 
 const REFRESH_MS = 30000;
 
@@ -32,8 +33,9 @@ function countBar(label, n, max, className) {
 }
 
 export class KpiBoard {
-  constructor({ root, kinds, communes, domainLabel }) {
+  constructor({ root, kinds, communes, domainLabel, interventions }) {
     this.root = root;
+    this.interventions = interventions; // {serviceLabel, onOpenOrder}: the intervention cards
     this.kinds = kinds; // () => {kind: spec}
     this.communes = communes; // () => [{insee, name}]
     this.domainLabel = domainLabel;
@@ -71,13 +73,14 @@ export class KpiBoard {
   async refresh() {
     try {
       const communes = this.communes();
-      const [summary, stats, perCommune, energy] = await Promise.all([
+      const [summary, stats, perCommune, energy, works] = await Promise.all([
         api("/api/v1/twin/summary"),
         api("/api/v1/alarms/stats"),
         limited(communes.map((c) => () => api(`/api/v1/twin/summary${query({ commune: c.insee })}`)), 4),
         api("/api/v1/kpi/lighting-energy"),
+        api("/api/v1/kpi/interventions").catch(() => null), // a role that reads no work orders: no such cards
       ]);
-      this.data = { summary, stats, perCommune, energy, error: null };
+      this.data = { summary, stats, perCommune, energy, works, error: null };
     } catch (err) {
       this.data = { ...(this.data || {}), error: err.detail || err.message };
     }
@@ -99,12 +102,13 @@ export class KpiBoard {
       body.replaceChildren(h("p", { class: "muted" }, t("kpi_loading")));
       return;
     }
-    const { summary, stats, perCommune, energy, error } = this.data;
+    const { summary, stats, perCommune, energy, works, error } = this.data;
     const parts = [];
     if (error) parts.push(h("p", { class: "error", role: "alert" }, `${t("error")}: ${error}`));
     if (summary) parts.push(this._domains(summary), this._communes(perCommune || []));
     if (stats) parts.push(this._alarms(stats), this._mtta(stats));
     if (energy) parts.push(this._energy(energy));
+    if (works && this.interventions) parts.push(...interventionCards(works, this.interventions));
     body.replaceChildren(...parts);
   }
 

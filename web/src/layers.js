@@ -20,7 +20,8 @@ const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Ar
 export class MapLayers {
   constructor(store, communeLabels) {
     this.store = store;
-    this.visible = new Set([...store.domainNames, "alarms", "communes"]);
+    this.visible = new Set([...store.domainNames, "alarms", "communes", "interventions"]);
+    this.extras = []; // other layer sources drawn on top (the interventions): {layers(visible), dirty}
     this.communeLabels = communeLabels;
     this.alarmData = null;
     this.alarmVersionBuilt = -1;
@@ -263,12 +264,14 @@ export class MapLayers {
     }
     layers.push(...counts, this._alarmLayer());
     if (this.selected !== null) layers.push(this._selectionLayer());
+    for (const extra of this.extras) layers.push(...extra.layers(this.visible));
     return layers;
   }
 
   // Whether any buffer changed since the last build (the caller then hands deck.gl a new list).
   get dirty() {
     if (this.alarmVersionBuilt !== this.store.alarmVersion) return true;
+    if (this.extras.some((extra) => extra.dirty)) return true;
     for (const group of this.store.groups) {
       if (group.colorDirty || group.positionDirty || (group.cells !== null && group.cells.colorDirty)) return true;
     }

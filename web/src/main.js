@@ -10,6 +10,7 @@ import { AssetStore, MOVING_DOMAINS, STATE } from "./assets.js";
 import { AGGREGATE_BELOW_ZOOM } from "./clusters.js";
 import { $, perFrame } from "./dom.js";
 import { EventPanel } from "./events.js";
+import { createInterventionStore, InterventionDesk } from "./interventions-room.js";
 import { applyTranslations, lang, onLanguageChange, setLanguage, t } from "./i18n.js";
 import { KpiBoard } from "./kpi.js";
 import { MapLayers } from "./layers.js";
@@ -37,8 +38,10 @@ ready.catch(() => {}); // a failed start is shown in the page; a waiting test st
 const app = {
   user: null, store: null, map: null, layers: null, motion: null, live: null, kinds: {}, communes: null,
   communeNames: new Map(), alarms: null, events: null, sheet: null, kpi: null, marks: null,
+  interventions: null, interventionLayers: null, extraLayers: [], desk: null,
   loaded: false, queued: [], awaitingDraw: false,
 };
+const TABS = ["alarms", "events", "orders"];
 
 function sample(list, value) {
   list.push(value);
@@ -124,6 +127,7 @@ function applyEntries(entries) {
   }
   app.alarms.applyEntries(entries);
   app.events.add(entries);
+  app.desk.applyEntries(entries);
   scheduleCommit();
   updateCriticalBanner();
 }
@@ -161,6 +165,7 @@ function buildStore(snapshot) {
   app.motion = new VehicleMotion(app.store, scheduleCommit);
   const visible = app.layers ? app.layers.visible : null;
   app.layers = new MapLayers(app.store, communeLabels(app.communes));
+  app.layers.extras = app.extraLayers;
   if (visible) app.layers.visible = visible;
   if (app.map) app.layers.setZoom(app.map.map.getZoom());
   $('[data-testid="asset-count"]').textContent = String(app.store.count);
@@ -193,6 +198,7 @@ function sheetWidth() {
 }
 
 function openSheet(assetId) {
+  if (app.desk && app.desk.orderSheet.isOpen) app.desk.orderSheet.close();
   const i = app.store ? app.store.indexOf(assetId) : undefined;
   if (i !== undefined) {
     app.layers.select(i);
@@ -202,6 +208,10 @@ function openSheet(assetId) {
 }
 
 function select(target) {
+  if (target.domain === "interventions" && target.data && target.data.work_order_id && app.desk) {
+    app.desk.openOrder(target.data.work_order_id);
+    return;
+  }
   const assetId = target.asset_id;
   if (assetId && flyTo(assetId, true)) {
     openSheet(assetId);
@@ -217,6 +227,7 @@ function select(target) {
 function onMapClick(lngLat) {
   if (!app.store) return;
   const metresPerPixel = app.map.metersPerPixel(lngLat.lat);
+  if (app.desk && app.desk.click(lngLat, PICK_RADIUS_PX * metresPerPixel)) return;
   const aggregated = app.layers.level !== null;
   const shown = (name) => app.layers.isVisible(name) && (!aggregated || MOVING_DOMAINS.has(name));
   const i = app.store.nearest(lngLat.lng, lngLat.lat, PICK_RADIUS_PX * metresPerPixel, shown);
@@ -274,14 +285,26 @@ function setupHeader() {
     showTab("alarms");
   });
   document.addEventListener("keydown", (event) => {
+    if (event.key === "n" && !event.ctrlKey && !event.metaKey && !event.altKey && app.desk && !typing(event.target)) {
+      event.preventDefault();
+      app.desk.newCall();
+      return;
+    }
     if (event.key !== "Escape") return;
     if (app.kpi && app.kpi.isOpen) {
       app.kpi.close();
       $('[data-testid="kpi-toggle"]').setAttribute("aria-expanded", "false");
+    } else if (app.desk && app.desk.orderSheet.isOpen) {
+      app.desk.orderSheet.close();
     } else if (app.sheet && app.sheet.isOpen) {
       app.sheet.close();
     }
   });
+}
+
+// A key pressed in a field is typing, not a shortcut.
+function typing(target) {
+  return target && (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName));
 }
 
 function showTab(name) {
@@ -292,7 +315,9 @@ function showTab(name) {
     $(`#${tab.getAttribute("aria-controls")}`).hidden = !on;
   }
   $("#f-shelved-box").hidden = name !== "alarms";
+  $("#feed-filters").hidden = name === "orders";
   app.events.show(name === "events");
+  app.desk.panel.show(name === "orders");
 }
 
 function setupSide() {
@@ -300,7 +325,8 @@ function setupSide() {
     tab.addEventListener("click", () => showTab(tab.dataset.tab));
     tab.addEventListener("keydown", (event) => {
       if (event.key === "ArrowRight" || event.key === "ArrowLeft") {
-        const next = tab.dataset.tab === "alarms" ? "events" : "alarms";
+        const step = event.key === "ArrowRight" ? 1 : TABS.length - 1;
+        const next = TABS[(TABS.indexOf(tab.dataset.tab) + step) % TABS.length];
         showTab(next);
         $(`[data-tab="${next}"]`).focus();
       }
@@ -398,22 +424,45 @@ async function startApp(user) {
   }
   const snapshot = await snapshotLoaded;
   phase("snapshot");
+  createInterventionStore(app);
   buildStore(snapshot);
   phase("store");
 
   app.marks = new AlarmMarks(() => app.store);
   app.sheet = new AssetSheet({ root: $("#sheet"), kinds: () => app.kinds, communeName,
-    onClose: () => { app.layers.select(null); commitLayers(); } });
+    onClose: () => { app.layers.select(null); commitLayers(); },
+    interventions: {
+      alarmsOf: (assetId) => [...app.alarms.alarms.values()].filter((a) => a.asset_id === assetId && !a.parent_id),
+      ordersOf: (assetId) => app.interventions.ordersOfAsset(assetId),
+      canOpenOrder: () => app.desk.canOpenOrder(),
+      onWorkOrder: (alarm) => app.desk.workOrderFromAlarm(alarm),
+      onOpenOrder: (id) => app.desk.openOrder(id),
+    } });
+  app.desk = new InterventionDesk(app, { scheduleCommit, sheetWidth, communeName, openSheet,
+    closeSheet: () => app.sheet.close() });
   app.kpi = new KpiBoard({ root: $("#kpi-board"), kinds: () => app.kinds, domainLabel,
     communes: () => communes.features.map((f) => ({ insee: String(f.id ?? f.properties.insee), name: f.properties.name }))
-      .sort((a, b) => a.name.localeCompare(b.name)) });
+      .sort((a, b) => a.name.localeCompare(b.name)),
+    interventions: { serviceLabel: app.desk.serviceLabel, onOpenOrder: (id) => {
+      app.kpi.close();
+      $('[data-testid="kpi-toggle"]').setAttribute("aria-expanded", "false");
+      app.desk.openOrder(id);
+    } } });
   app.alarms = new AlarmPanel({
     list: $('[data-testid="alarm-list"]'), status: $("#alarm-status"), communeName,
     canAct: () => ALARM_HANDLERS.has(app.user.role),
     onSelect: select,
-    onChange: (alarm) => { app.marks.update(alarm); scheduleCommit(); updateCriticalBanner(); },
+    onChange: (alarm) => {
+      app.marks.update(alarm);
+      scheduleCommit();
+      updateCriticalBanner();
+      if (app.sheet.isOpen && alarm.asset_id === app.sheet.assetId) app.sheet.refreshInterventions();
+    },
     onCritical: () => { beep(); updateCriticalBanner(); },
+    canOpenOrder: () => app.desk.canOpenOrder(),
+    onWorkOrder: (alarm) => app.desk.workOrderFromAlarm(alarm),
   });
+  const interventionsLoaded = app.desk.load().catch(showError);
   const alarmsLoaded = app.alarms.load().catch(showError); // while the basemap gets ready
   app.events = new EventPanel({ list: $('[data-testid="event-list"]'), status: $("#event-status"), communeName, onSelect: select });
   setupSide();
@@ -423,6 +472,7 @@ async function startApp(user) {
     app.events.render();
     if (app.sheet.isOpen) app.sheet.render();
     if (app.kpi.isOpen) app.kpi.render();
+    app.desk.relabel();
     updateCriticalBanner();
   });
 
@@ -444,6 +494,7 @@ async function startApp(user) {
   }
 
   await alarmsLoaded;
+  await interventionsLoaded;
   app.loaded = true;
   drainQueue();
   updateCriticalBanner();
@@ -456,6 +507,7 @@ window.citypilot = {
   assetCount: () => (app.store ? app.store.count : 0),
   flyTo: (assetId) => flyTo(assetId),
   openSheet,
+  openOrder: (orderId) => app.desk.openOrder(orderId),
   applyTwinFrame,
   get app() {
     return app;

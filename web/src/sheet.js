@@ -4,7 +4,7 @@
 
 import { api, query } from "./api.js";
 import { drawChart } from "./chart.js";
-import { h } from "./dom.js";
+import { fill, h } from "./dom.js";
 import { formatNumber, formatTime, lang, t } from "./i18n.js";
 
 const CHART_HOURS = 24;
@@ -24,8 +24,11 @@ function rows(pairs) {
 }
 
 export class AssetSheet {
-  constructor({ root, kinds, communeName, onClose }) {
+  constructor({ root, kinds, communeName, onClose, interventions }) {
     this.root = root;
+    // {alarmsOf(id), ordersOf(id), canOpenOrder(), onWorkOrder(alarm), onOpenOrder(id)}: the asset's open
+    // alarms, each with a button that opens its work order, and the asset's open work orders.
+    this.interventions = interventions || null;
     this.kinds = kinds; // () => {kind: spec}
     this.communeName = communeName;
     this.onClose = onClose;
@@ -49,18 +52,22 @@ export class AssetSheet {
     this.asset = null;
     this.state = null;
     this.history = [];
+    this.ownAlarms = new Map(); // the asset's open alarms, whatever the alarm list's filters
     this.metric = null;
     this.root.dataset.asset = assetId;
     this.root.hidden = false;
     this._skeleton(assetId);
     this.root.querySelector('[data-testid="sheet-title"]').focus();
     try {
-      const [asset, twin, journal] = await Promise.all([
+      const [asset, twin, journal, alarms] = await Promise.all([
         api(`/api/v1/assets/${encodeURIComponent(assetId)}`),
         api(`/api/v1/twin/${encodeURIComponent(assetId)}`),
         api(`/api/v1/journal${query({ asset: assetId, limit: 25 })}`).catch(() => ({ items: [] })),
+        this.interventions ? api(`/api/v1/alarms${query({ asset: assetId, limit: 50 })}`).catch(() => ({ items: [] }))
+          : { items: [] },
       ]);
       if (token !== this.openToken) return;
+      for (const alarm of alarms.items) this.ownAlarms.set(alarm.id, alarm);
       this.asset = asset;
       this.state = twin.state;
       this.history = journal.items || [];
@@ -107,7 +114,7 @@ export class AssetSheet {
     this.root.querySelector('[data-testid="sheet-title"]').textContent = a.name || a.id;
     const attributes = Object.entries(a.attributes || {});
     const body = this.root.querySelector(".sheet-body");
-    body.replaceChildren(
+    fill(body,
       h("p", { class: "sheet-kind" }, `${this.kindLabel(spec)} · ${a.id}`),
       rows([
         [t("f_commune"), `${a.commune_name || this.communeName(a.commune)} (${a.commune})`],
@@ -116,6 +123,8 @@ export class AssetSheet {
         a.address ? [t("f_address"), a.address] : null,
       ].filter(Boolean)),
       h("section", { class: "sheet-section" }, h("h3", null, t("sheet_state")), this._stateView()),
+      this.interventions ? h("section", { class: "sheet-section", dataset: { testid: "sheet-interventions" } },
+        h("h3", null, t("sheet_interventions")), h("div", { class: "interventions-box" }, this._interventionsView())) : null,
       h("section", { class: "sheet-section chart-section" }, h("h3", null, t("sheet_chart")), this._chartControls(spec),
         h("div", { class: "chart-box" })),
       h("section", { class: "sheet-section" }, h("h3", null, t("sheet_commands")), this._commands(spec)),
@@ -138,6 +147,42 @@ export class AssetSheet {
         [t("f_reported"), formatTime(s.ts)],
         ...values.map(([k, v]) => [spec?.telemetry?.[k]?.label || k, withUnit(v, spec?.telemetry?.[k])]),
       ]));
+  }
+
+  _interventionsView() {
+    const x = this.interventions;
+    const known = new Map(this.ownAlarms);
+    for (const alarm of x.alarmsOf(this.assetId)) known.set(alarm.id, alarm); // the live list's is the latest word
+    const alarms = [...known.values()].filter((a) => !a.parent_id
+      && (a.state === "raised" || a.state === "acknowledged" || a.state === "cleared"));
+    const orders = x.ordersOf(this.assetId);
+    if (!alarms.length && !orders.length) return h("p", { class: "muted" }, t("sheet_no_interventions"));
+    const allowed = x.canOpenOrder();
+    return h("ul", { class: "sheet-interventions" },
+      orders.map((o) => h("li", null, h("button", { type: "button", class: "link", dataset: { orderId: String(o.id) },
+        onclick: () => x.onOpenOrder(o.id) }, `#${o.id} ${o.title}`), ` · ${t(`wo_state_${o.state}`)}`)),
+      alarms.map((a) => h("li", { dataset: { alarmId: String(a.id) } },
+        h("span", { class: `sev-badge sev-${a.severity}` }, t(`sev_${a.severity}`)), " ", a.title || a.type, " ",
+        h("button", { type: "button", class: "act", dataset: { action: "work-order", alarmId: String(a.id) }, disabled: !allowed,
+          title: allowed ? t("act_work_order_title") : t("wo_act_not_allowed"),
+          onclick: (event) => this._workOrder(event.currentTarget, a) }, t("act_work_order")))));
+  }
+
+  async _workOrder(button, alarm) {
+    button.disabled = true;
+    try {
+      await this.interventions.onWorkOrder(alarm);
+    } catch (err) {
+      button.after(h("p", { class: "error small", role: "alert" }, `${t("error")}: ${err.detail || err.message}`));
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // The asset's alarms or work orders changed: redraw that section only.
+  refreshInterventions() {
+    if (!this.asset || !this.interventions) return;
+    this.root.querySelector(".interventions-box")?.replaceChildren(this._interventionsView());
   }
 
   _commands(spec) {
@@ -213,6 +258,13 @@ export class AssetSheet {
     this.history.unshift(entry);
     this.history.length = Math.min(this.history.length, 50);
     if (entry.type.startsWith("connectivity.") && this.state) this.state.connectivity = entry.type.slice("connectivity.".length);
+    if (entry.type.startsWith("alarm.") && entry.alarm_id != null && entry.data && entry.data.state) {
+      const known = this.ownAlarms.get(entry.alarm_id);
+      this.ownAlarms.set(entry.alarm_id, { ...(known || {}), id: entry.alarm_id, asset_id: entry.asset_id,
+        severity: entry.severity, title: entry.data.title, type: entry.data.type, state: entry.data.state,
+        parent_id: entry.data.parent_id ?? null });
+      this.refreshInterventions();
+    }
     this.root.querySelector(".history-box")?.replaceChildren(this._historyView());
     const view = this.root.querySelector('[data-testid="sheet-state"]');
     if (view) view.replaceWith(this._stateView());

@@ -1,6 +1,7 @@
-"""The control room's web application: its page, its built files and the settings it reads at start.
+"""The control room's web application: its page, its built files and the settings it reads at start;
+and the field tablet's page (``/tablet``) with its service worker (``/tablet/sw.js``).
 
-The page and the files are public on purpose: they hold no data (everything the application shows
+The pages and the files are public on purpose: they hold no data (everything the application shows
 comes from the API after login). Built file names do not change between versions, so the page links
 them with a content hash (``/static/app.js?v=<hash>``): a browser keeps a hashed URL for a year and
 asks again for the page, which is small, on every visit.
@@ -24,6 +25,9 @@ from ..problems import Problem
 from ..security import PUBLIC, allow
 
 router = APIRouter(tags=["web application"])
+TABLET = "tablet.html"
+TABLET_WORKER = "tablet-sw.js"
+PAGES = (INDEX, TABLET)  # served at their own address, with their security headers, not under /static
 YEAR = 365 * 24 * 3600
 _NOT_BUILT = ("<!doctype html><meta charset=utf-8><title>citypilot</title><p>The web application is not built in "
               "this installation. From a source checkout: <code>cd web &amp;&amp; npm ci &amp;&amp; npm run build</code>.")
@@ -44,7 +48,7 @@ def _content_security_policy(style_url: str | None) -> str:
 
 
 async def _file(name: str) -> StaticFile | None:
-    if name == INDEX:
+    if name in PAGES:
         bundle.rebuilt()
     if not bundle.loaded:
         await run_in_threadpool(bundle.load)  # reads and gzips the bundle once: off the event loop
@@ -73,9 +77,31 @@ async def index(request: Request, context: AppContext = Depends(get_context)) ->
         "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"})
 
 
+@router.get("/tablet", dependencies=[PUBLIC], include_in_schema=False, response_class=HTMLResponse)
+async def tablet(request: Request) -> Response:
+    """The field teams' page: a light page of its own (no map), made to keep working offline."""
+    file = await _file(TABLET)
+    if file is None:
+        return HTMLResponse(_NOT_BUILT, status_code=503)
+    return _send(request, file, "no-cache", {
+        "Content-Security-Policy": _content_security_policy(None), "Referrer-Policy": "same-origin",
+        "X-Frame-Options": "DENY"})
+
+
+@router.get("/tablet/sw.js", dependencies=[PUBLIC], include_in_schema=False)
+async def tablet_service_worker(request: Request) -> Response:
+    """The tablet's service worker. Its scope is the page /tablet, which is outside its own folder
+    (/tablet/): ``Service-Worker-Allowed`` lets it take that scope. Revalidated on each visit, so that a
+    new version of the page is installed as soon as the tablet has network."""
+    file = await _file(TABLET_WORKER)
+    if file is None:
+        raise Problem(404, "the field tablet is not built in this installation", type_="not-found")
+    return _send(request, file, "no-cache", {"Service-Worker-Allowed": "/tablet"})
+
+
 @router.get("/static/{name}", dependencies=[PUBLIC], include_in_schema=False)
 async def static(name: str, request: Request) -> Response:
-    file = None if name == INDEX else await _file(name)
+    file = None if name in PAGES or name == TABLET_WORKER else await _file(name)
     if file is None:
         raise Problem(404, f"no file {name!r} in the web application", type_="not-found")
     # Linked with its content hash (?v=...): cache for a year; asked for without it: revalidate each time.
