@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 from psycopg_pool import AsyncConnectionPool
 
 from citypilot.config import Config
@@ -27,5 +28,11 @@ class AppContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def get_context(request: Request) -> AppContext:
+def context_of(request: HTTPConnection) -> AppContext:
+    return request.app.state.context  # type: ignore[no-any-return]
+
+
+async def get_context(request: Request) -> AppContext:
+    """The dependency. Async on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a
+    thread hop on every request for a dictionary lookup."""
     return request.app.state.context

@@ -23,7 +23,7 @@ from starlette.requests import HTTPConnection
 from citypilot.auth import accounts, tokens
 from citypilot.auth.accounts import Principal
 
-from .context import get_context
+from .context import context_of
 from .problems import Problem
 
 SESSION_COOKIE = "citypilot_session"
@@ -67,7 +67,7 @@ async def authenticate(request: Request, credentials: HTTPAuthorizationCredentia
         from_cookie = token is not None
     if not token:
         raise _unauthenticated()
-    principal = await _principal(get_context(request), token)
+    principal = await _principal(context_of(request), token)
     if from_cookie and request.method not in SAFE_METHODS and not _same_origin(request):
         raise Problem(403, "cross-origin request refused: a state-changing request with the session cookie "
                            "must come from the citypilot web application")
@@ -94,7 +94,7 @@ async def authenticate_websocket(websocket: WebSocket) -> Principal:
         from_cookie = token is not None
     if token is None:
         raise _unauthenticated("authentication required: send access_token=<token> (or the session cookie)")
-    principal = await _principal(get_context(websocket), token)  # type: ignore[arg-type]
+    principal = await _principal(context_of(websocket), token)  # type: ignore[arg-type]
     if from_cookie and not _same_origin(websocket):
         raise Problem(403, "cross-origin WebSocket refused: with the session cookie, open it from the citypilot "
                            "web application (or send access_token)")
@@ -152,7 +152,7 @@ def allow_device() -> Any:
             raise _unauthenticated("device credentials required: 'Authorization: Bearer cpd_...'")
         if not credentials.credentials.startswith(devices.PREFIX):
             raise Problem(403, "this endpoint takes device credentials, not a person's login")
-        async with get_context(request).pool.connection() as conn:
+        async with context_of(request).pool.connection() as conn:
             identity = await devices.verify(conn, credentials.credentials)
         if identity is None:
             raise _unauthenticated("unknown or revoked device credential")

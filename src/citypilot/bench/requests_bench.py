@@ -5,8 +5,8 @@ On a throw-away embedded stack it imports the simulated Dijon métropole, starts
 serve`` (with its ingest worker and alarm engine), runs the simulator's devices over MQTT, and creates
 a thousand field teams with vehicles whose positions arrive through the real ingest stream. Then it
 POSTs Open311 requests open-loop at the target rate (each one scheduled at its instant: a slow answer
-does not delay the next request, so latencies are not flattered by a waiting generator) and times
-each from its scheduled instant to the answer. Last, it asks for the teams to send to work orders of
+does not delay the next request, so latencies are not flattered by a waiting generator) from a process
+of its own (``http_load``), and times each from its scheduled instant to the answer. Last, it asks for the teams to send to work orders of
 the roads service, whose thousand teams all compete, and times the answers.
 """
 
@@ -46,6 +46,7 @@ from citypilot.sim.runner import MqttTarget, Runner
 from citypilot.sim.simulation import Simulation
 
 from .alarms_bench import _pct, _start_serve, _wait_ready
+from .http_load import post_forms
 from .ingest_bench import throwaway_stack
 
 TEAM_SERVICE = "roads"  # potholes, obstructions and street furniture go to roads: its teams compete
@@ -118,7 +119,7 @@ async def _run(cfg: Config, database_url: str, nats_url: str, rate: float, durat
         async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as http:
             token = (await http.post("/api/v1/auth/login", json={"username": "bench", "password": password})
                      ).json()["access_token"]
-            load = await _open311_load(http, api_key, categories, points, rng, rate, duration_s)
+            load = await _open311_load(port, api_key, categories, points, rng, rate, duration_s)
             rec = await _recommendations(http, token, recommendation_count)
         stop.set()
         await positions
@@ -171,9 +172,13 @@ async def _drive(js: Any, vehicle_ids: list[str], points: list[tuple[float, floa
 
 def _form(categories: Any, points: list[tuple[float, float]], rng: random.Random, key: str) -> dict[str, str]:
     category = rng.choice(categories.services)
-    lat, lon = rng.choice(points)
-    lat += rng.uniform(-0.0005, 0.0005)
-    lon += rng.uniform(-0.0005, 0.0005)
+    communes = metropole()
+    while True:  # a point near a street light, jittered, but still inside the metropole (or it is refused)
+        lat, lon = rng.choice(points)
+        lat += rng.uniform(-0.0005, 0.0005)
+        lon += rng.uniform(-0.0005, 0.0005)
+        if communes.locate(lon, lat) is not None:
+            break
     form = {"api_key": key, "service_code": category.code, "lat": f"{lat:.6f}", "long": f"{lon:.6f}",
             "description": rng.choice(["Seen this morning", "It has been like this for a week", "Dangerous for bikes",
                                        "Please come quickly"]),
@@ -186,35 +191,15 @@ def _form(categories: Any, points: list[tuple[float, float]], rng: random.Random
     return form
 
 
-async def _open311_load(http: httpx.AsyncClient, key: str, categories: Any, points: list[tuple[float, float]],
+async def _open311_load(port: int, key: str, categories: Any, points: list[tuple[float, float]],
                         rng: random.Random, rate: float, duration_s: float) -> dict[str, Any]:
     total = int(rate * duration_s)
     forms = [_form(categories, points, rng, key) for _ in range(total)]
-    latencies: list[float] = []
-    statuses: dict[str, int] = {}
-    created = 0
-    started = time.perf_counter()
-
-    async def one(i: int) -> None:
-        nonlocal created
-        scheduled = started + i / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        try:
-            response = await http.post("/open311/v2/requests.json", data=forms[i])
-            status = str(response.status_code)
-            if response.status_code == 201:
-                created += 1
-        except httpx.HTTPError as exc:
-            status = type(exc).__name__
-        latencies.append((time.perf_counter() - scheduled) * 1000)
-        statuses[status] = statuses.get(status, 0) + 1
-
-    await asyncio.gather(*(one(i) for i in range(total)))
-    elapsed = time.perf_counter() - started
-    return {"requests": total, "created": created, "statuses": statuses, "achieved_per_s": round(total / elapsed, 1),
-            "p50_ms": _pct(latencies, 0.5), "p99_ms": _pct(latencies, 0.99), "max_ms": round(max(latencies), 1)}
+    result = await post_forms("127.0.0.1", port, "/open311/v2/requests.json", forms, rate)
+    latencies = result.latencies_ms
+    return {"requests": total, "created": result.statuses.get("201", 0), "statuses": result.statuses,
+            "achieved_per_s": round(total / result.elapsed_s, 1), "p50_ms": _pct(latencies, 0.5),
+            "p99_ms": _pct(latencies, 0.99), "max_ms": round(max(latencies), 1)}
 
 
 async def _recommendations(http: httpx.AsyncClient, token: str, count: int) -> dict[str, Any]:

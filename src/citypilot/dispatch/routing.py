@@ -9,8 +9,7 @@ is down or slow, dispatch does not stop: it falls back to the straight line and 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import NamedTuple, Protocol, Sequence
 
 import httpx
 
@@ -22,8 +21,9 @@ log = logging.getLogger("citypilot.dispatch")
 ROUTING_TIMEOUT_S = 2.0
 
 
-@dataclass(frozen=True)
-class Origin:
+class Origin(NamedTuple):
+    """Where a vehicle is (a tuple: one per candidate, a thousand per recommendation)."""
+
     lat: float
     lon: float
     vehicle_type: str | None

@@ -42,6 +42,7 @@ class Communes:
             shapely.prepare(commune.outline)
         self.union = shapely.union_all([c.outline for c in self.communes])
         self.bounds = self.union.bounds  # (min lon, min lat, max lon, max lat)
+        self._boxes = [(c.outline.bounds, c) for c in self.communes]
 
     def locate_many(self, lons: np.ndarray, lats: np.ndarray) -> list[str | None]:
         """INSEE code of the commune containing each point, None when outside the metropole."""
@@ -59,7 +60,13 @@ class Communes:
         return found
 
     def locate(self, lon: float, lat: float) -> str | None:
-        return self.locate_many(np.array([lon]), np.array([lat]))[0]
+        """One point (a citizen's request, a work order): the outlines' boxes first, in plain Python, then
+        the prepared outline of the few communes whose box holds it; ten times cheaper than arrays of one."""
+        for (min_lon, min_lat, max_lon, max_lat), commune in self._boxes:
+            if min_lon <= lon <= max_lon and min_lat <= lat <= max_lat and \
+                    shapely.intersects_xy(commune.outline, lon, lat):
+                return commune.insee
+        return None
 
     def name(self, insee: str) -> str | None:
         commune = self.by_insee.get(insee)

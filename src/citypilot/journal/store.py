@@ -21,23 +21,26 @@ from .entries import NewEntry
 ENTRY_COLUMNS = ("id, at, recorded_at, domain, type, severity, asset_id, kind, commune, lat, lon, alarm_id, actor, "
                  "restricted, service, summary, data")
 
-# Commune and position come from the registry when the writer did not give them.
+# Commune and position come from the registry when the writer did not give them. The entries travel as
+# one JSON document (one parameter, encoded by msgspec): binding seventeen arrays cost more CPU than the
+# insert itself on a request's path.
 _APPEND = """
 INSERT INTO journal (at, domain, type, severity, asset_id, kind, commune, lat, lon, pt, alarm_id, actor, restricted,
                      service, summary, data)
 SELECT e.at, e.domain, e.type, e.severity, e.asset_id, COALESCE(e.kind, a.kind), COALESCE(e.commune, a.commune),
        COALESCE(e.lat, a.lat), COALESCE(e.lon, a.lon), CASE WHEN e.x IS NULL THEN a.pt ELSE point(e.x, e.y) END,
        e.alarm_id, e.actor,
-       e.restricted, COALESCE(e.service, a.service), e.summary, e.data
-FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-            %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::int8[], %s::text[], %s::bool[], %s::text[],
-            %s::text[], %s::jsonb[])
-     WITH ORDINALITY AS e(at, domain, type, severity, asset_id, kind, commune, lat, lon, x, y, alarm_id, actor,
-                          restricted, service, summary, data, n)
+       e.restricted, COALESCE(e.service, a.service), e.summary, COALESCE(e.data, '{}'::jsonb)
+FROM jsonb_to_recordset(%s::jsonb) AS e(at timestamptz, domain text, type text, severity text, asset_id text,
+                                        kind text, commune text, lat float8, lon float8, x float8, y float8,
+                                        alarm_id int8, actor text, restricted bool, service text, summary text,
+                                        data jsonb, n int)
 LEFT JOIN assets a ON a.id = e.asset_id
 ORDER BY e.n
 RETURNING id
 """
+_NAMES = ("at", "domain", "type", "severity", "asset_id", "kind", "commune", "lat", "lon", "x", "y", "alarm_id",
+          "actor", "restricted", "service", "summary", "data", "n")
 
 
 # Connections inside ``deferred``: their entries wait for the end of the block.
@@ -81,15 +84,15 @@ async def append(conn: psycopg.AsyncConnection, entries: Sequence[NewEntry]) -> 
 async def _write(conn: psycopg.AsyncConnection, entries: Sequence[NewEntry]) -> list[int]:
     if not entries:
         return []
-    columns: list[list[Any]] = [[] for _ in range(17)]
-    for e in entries:
+    documents = []
+    for n, e in enumerate(entries):
         x = y = None
         if e.lat is not None and e.lon is not None:
             x, y = point_to_lambert93(e.lon, e.lat)
-        for i, value in enumerate((e.at, e.domain, e.type, e.severity, e.asset_id, e.kind, e.commune, e.lat, e.lon,
-                                   x, y, e.alarm_id, e.actor, e.restricted, e.service, e.summary[:1000], Jsonb(e.data))):
-            columns[i].append(value)
-    rows = await (await conn.execute(_APPEND, columns)).fetchall()
+        documents.append(dict(zip(_NAMES, (e.at.isoformat(), e.domain, e.type, e.severity, e.asset_id, e.kind, e.commune, e.lat,
+                                           e.lon, x, y, e.alarm_id, e.actor, e.restricted, e.service,
+                                           e.summary[:1000], e.data, n))))
+    rows = await (await conn.execute(_APPEND, (Jsonb(documents),))).fetchall()
     return [r[0] for r in rows]
 
 

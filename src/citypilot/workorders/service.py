@@ -112,20 +112,27 @@ async def from_alarm(conn: psycopg.AsyncConnection, alarm_id: int, actor: str, n
     return order, True
 
 
-async def from_request(conn: psycopg.AsyncConnection, request: dict[str, Any], category: RequestService, actor: str,
-                       now: dt.datetime, communes: Communes) -> WorkOrder:
-    """The order that answers a citizen's request, with its category's priority and SLA (from when it was
-    reported: the citizen waits from then, not from when the order was opened)."""
-    if request["work_order_id"] is not None:
-        existing = await store.load(conn, request["work_order_id"])
-        if existing is not None and existing.open:
-            return existing
-    order = await create(conn, NewOrder(
+async def for_new_request(conn: psycopg.AsyncConnection, request: dict[str, Any], category: RequestService, actor: str,
+                          now: dt.datetime, communes: Communes) -> WorkOrder:
+    """The order that answers a citizen's request about to be written (``request`` without its id yet),
+    with its category's priority and SLA from when it was reported: the citizen waits from then, not
+    from when the order was opened."""
+    return await create(conn, NewOrder(
         title=f"{category.name}{' - ' + request['address'] if request.get('address') else ''}"[:200],
         service=category.service, category=category.code, origin="request", priority=category.priority,
         lat=request["lat"], lon=request["lon"], description=request.get("description"), asset_id=request["asset_id"],
         address=request.get("address"), response_h=category.response_h, resolution_h=category.resolution_h,
         sla_start=request["requested_at"]), actor, now, communes)
+
+
+async def from_request(conn: psycopg.AsyncConnection, request: dict[str, Any], category: RequestService, actor: str,
+                       now: dt.datetime, communes: Communes) -> WorkOrder:
+    """The open order of an existing request: its current one, or a new one linked to it."""
+    if request["work_order_id"] is not None:
+        existing = await store.load(conn, request["work_order_id"])
+        if existing is not None and existing.open:
+            return existing
+    order = await for_new_request(conn, request, category, actor, now, communes)
     await requests.set_status(conn, request, status=None, notes=PUBLIC_NOTES["workorder.created"], actor=actor, now=now,
                               work_order_id=order.id)
     return order

@@ -25,13 +25,14 @@ from citypilot.auth.roles import Role
 from citypilot.citizens import clients, open311, photos
 from citypilot.citizens import store as requests
 from citypilot.citizens.reports import ReportError, check_report
+from citypilot.journal import store as journal
 
 from ..context import AppContext, get_context
 from ..interventions import interventions, now, store_photo
 from ..problems import Problem
 from ..responses import FastJSONResponse
 from ..security import PUBLIC, allow
-from .requests import submit_report
+from .requests import submit_in
 
 router = APIRouter(tags=["Open311 GeoReport v2"])
 MAX_DAYS = 90          # the longest start_date..end_date span, and the default window
@@ -131,6 +132,36 @@ async def _form(request: Request, max_bytes: int) -> FormData:
         raise Open311Error(400, f"the form cannot be read: {type(exc).__name__}") from None
 
 
+async def _submit(context: AppContext, conn: Any, form: FormData, field: dict[str, str],
+                  client: str) -> Any:
+    """Check the form of a keyed client and submit it in ``conn``'s transaction."""
+    media = form.get("media")
+    photo = None
+    if isinstance(media, UploadFile):
+        try:
+            photo = photos.clean(await media.read(context.config.requests_photo_max_bytes + 1),
+                                 context.config.requests_photo_max_bytes)
+        except photos.PhotoError as exc:
+            raise Open311Error(400, f"media: {exc.reason}") from None
+    runtime = interventions(context)
+    index = await runtime.addresses.get() if not field.get("lat") and not field.get("long") else None
+    try:
+        report = check_report(
+            runtime.catalogue, context.communes, index, channel="open311", client=client,
+            service_code=field.get("service_code"), lat=field.get("lat"), long=field.get("long"),
+            address_string=field.get("address_string"), address_id=field.get("address_id"),
+            zipcode=field.get("zipcode"), description=field.get("description"),
+            attributes=open311.answers_from_form(form.multi_items()), media_url=field.get("media_url"),
+            first_name=field.get("first_name"), last_name=field.get("last_name"), email=field.get("email"),
+            phone=field.get("phone"), device_id=field.get("device_id"), account_id=field.get("account_id"))
+    except ReportError as exc:
+        raise Open311Error(404 if exc.code == "unknown-service" else 400, f"{exc.field}: {exc.reason}") from None
+    submitted, _ = await submit_in(conn, context, report, now())
+    if photo is not None:
+        await store_photo(conn, photo, f"open311:{client}", request_id=submitted.request["id"])
+    return submitted, report
+
+
 @router.post("/open311/v2/requests.{fmt}", dependencies=[PUBLIC], summary="POST Service Request (api_key required)")
 async def create_request(fmt: str, request: Request, context: AppContext = Depends(get_context)) -> Response:
     try:
@@ -139,35 +170,15 @@ async def create_request(fmt: str, request: Request, context: AppContext = Depen
         field = {k: v for k, v in form.multi_items() if isinstance(v, str)}
         _jurisdiction(context, field.get("jurisdiction_id") or request.query_params.get("jurisdiction_id"))
         key = field.get("api_key") or request.query_params.get("api_key")
-        async with context.pool.connection() as conn:
-            client = await clients.verify(conn, key) if key else None
-        if client is None:
-            raise Open311Error(403, "api_key was not provided or is invalid" if key else "api_key was not provided")
-        media = form.get("media")
-        photo = None
-        if isinstance(media, UploadFile):
-            try:
-                photo = photos.clean(await media.read(context.config.requests_photo_max_bytes + 1),
-                                     context.config.requests_photo_max_bytes)
-            except photos.PhotoError as exc:
-                raise Open311Error(400, f"media: {exc.reason}") from None
-        runtime = interventions(context)
-        index = await runtime.addresses.get() if not field.get("lat") and not field.get("long") else None
-        try:
-            report = check_report(
-                runtime.catalogue, context.communes, index, channel="open311", client=client,
-                service_code=field.get("service_code"), lat=field.get("lat"), long=field.get("long"),
-                address_string=field.get("address_string"), address_id=field.get("address_id"),
-                zipcode=field.get("zipcode"), description=field.get("description"),
-                attributes=open311.answers_from_form(form.multi_items()), media_url=field.get("media_url"),
-                first_name=field.get("first_name"), last_name=field.get("last_name"), email=field.get("email"),
-                phone=field.get("phone"), device_id=field.get("device_id"), account_id=field.get("account_id"))
-        except ReportError as exc:
-            raise Open311Error(404 if exc.code == "unknown-service" else 400, f"{exc.field}: {exc.reason}") from None
-        submitted, _ = await submit_report(context, report)
-        if photo is not None:
-            async with context.pool.connection() as conn, conn.transaction():
-                await store_photo(conn, photo, f"open311:{client}", request_id=submitted.request["id"])
+        if not key:
+            raise Open311Error(403, "api_key was not provided")
+        # One connection and one transaction for the whole request: the key is checked in it, the report,
+        # its work order, its photo and their journal entries are written by it, or nothing is.
+        async with context.pool.connection() as conn, conn.transaction(), journal.deferred(conn):
+            client = await clients.verify(conn, key)
+            if client is None:
+                raise Open311Error(403, "api_key was not provided or is invalid")
+            submitted, report = await _submit(context, conn, form, field, client)
         request_row = submitted.request
         if submitted.linked:
             notice = (f"Already reported: your report is linked to request {request_row['id']} "
@@ -291,7 +302,6 @@ class NewClient(BaseModel):
 @router.post("/api/v1/open311/clients", status_code=201, summary="Issue an Open311 api_key (shown once)")
 async def issue_client(body: NewClient, principal: Principal = allow(Role.ADMIN),
                        context: AppContext = Depends(get_context)) -> FastJSONResponse:
-    from citypilot.journal import store as journal
 
     async with context.pool.connection() as conn, conn.transaction():
         client_id, key = await clients.issue(conn, body.name.strip(), principal.username)
@@ -311,7 +321,6 @@ async def list_clients(principal: Principal = allow(Role.ADMIN),
 @router.delete("/api/v1/open311/clients/{client_id}", status_code=204, summary="Revoke an Open311 api_key")
 async def revoke_client(client_id: str, principal: Principal = allow(Role.ADMIN),
                         context: AppContext = Depends(get_context)) -> Response:
-    from citypilot.journal import store as journal
 
     async with context.pool.connection() as conn, conn.transaction():
         if not await clients.revoke(conn, client_id):

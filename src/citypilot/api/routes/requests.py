@@ -120,17 +120,21 @@ async def nearby(service_code: str = Query(max_length=64), lat: float = Query(ge
 
 async def submit_report(context: AppContext, report: Any) -> tuple[store.Submitted, int | None]:
     """Record a checked report, and open the service's work order for a new request (one transaction)."""
-    at = now()
     async with context.pool.connection() as conn, conn.transaction(), journal.deferred(conn):
-        submitted = await store.submit(conn, report, now=at, radius_m=float(context.config.requests_duplicate_radius_m),
-                                       window=dt.timedelta(hours=context.config.requests_duplicate_window_h))
-        order_id = submitted.request["work_order_id"]
-        if not submitted.linked and context.config.requests_auto_work_order:
-            order = await orders.from_request(conn, submitted.request, report.service, "system", at, context.communes)
-            order_id = order.id
-            submitted = store.Submitted({**submitted.request, "work_order_id": order.id}, submitted.report_id,
-                                        submitted.token, submitted.linked)
-    return submitted, order_id
+        return await submit_in(conn, context, report, now())
+
+
+async def submit_in(conn: Any, context: AppContext, report: Any, at: dt.datetime) -> tuple[store.Submitted, int | None]:
+    """``submit_report`` in the caller's transaction (Open311 checks its key and keeps the photo in it)."""
+    open_order = None
+    if context.config.requests_auto_work_order:
+        async def open_order(draft: dict[str, Any]) -> tuple[int, str]:
+            order = await orders.for_new_request(conn, draft, report.service, "system", at, context.communes)
+            return order.id, orders.PUBLIC_NOTES["workorder.created"]
+    submitted = await store.submit(conn, report, now=at, radius_m=float(context.config.requests_duplicate_radius_m),
+                                   window=dt.timedelta(hours=context.config.requests_duplicate_window_h),
+                                   open_order=open_order)
+    return submitted, submitted.request["work_order_id"]
 
 
 @router.post("/api/v1/requests", status_code=201, summary="Log a citizen's request (a phone call at the switchboard)")
