@@ -23,6 +23,8 @@ from starlette.requests import HTTPConnection
 from citypilot.auth import accounts, tokens
 from citypilot.auth.accounts import Principal
 
+from citypilot.db.reading import reading
+
 from .context import context_of
 from .problems import Problem
 
@@ -50,7 +52,7 @@ async def _principal(context: Any, token: str) -> Principal:
         claims = tokens.decode(context.secret_key, token)
     except tokens.InvalidToken:
         raise _unauthenticated("invalid or expired token: log in again") from None
-    async with context.pool.connection() as conn:
+    async with reading(context.pool) as conn:
         principal = await accounts.resolve_session(conn, claims)
     if principal is None:
         raise _unauthenticated("session ended (logged out, expired or account disabled): log in again")

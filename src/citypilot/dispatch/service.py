@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 
 from . import nearest, teams
-from .routing import Origin, Routing
+from .routing import Origin, Routing, StraightLine
 
 
 async def recommend(conn: psycopg.AsyncConnection, service: str, lat: float, lon: float, routing: Routing,
@@ -18,9 +18,12 @@ async def recommend(conn: psycopg.AsyncConnection, service: str, lat: float, lon
     """The nearest available teams of ``service`` to (lat, lon), best first, and why the others are not."""
     candidates = await teams.candidates(conn, service)
     ok, excluded = nearest.eligible(candidates, service, now, stale_after_s)
-    times, method = await routing.travel_times([Origin(c.lat, c.lon, c.vehicle_type) for c, _ in ok  # type: ignore[arg-type]
-                                                ], lat, lon)
-    ranked = nearest.rank(ok, lat, lon, times, limit)
+    if isinstance(routing, StraightLine):  # the ranking computes the straight line itself, vectorised
+        ranked, method = nearest.rank(ok, lat, lon, None, limit, routing.detour), routing.name
+    else:
+        times, method = await routing.travel_times([Origin(c.lat, c.lon, c.vehicle_type)  # type: ignore[arg-type]
+                                                    for c, _ in ok], lat, lon)
+        ranked = nearest.rank(ok, lat, lon, times, limit)
     return {"service": service, "routing": method, "considered": len(candidates), "eligible": len(ok),
             "recommendations": [dataclasses.asdict(r) for r in ranked],
             "excluded": [dataclasses.asdict(e) for e in excluded]}

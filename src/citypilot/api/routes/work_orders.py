@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from citypilot.alarms.lifecycle import TransitionError as AlarmTransitionError
 from citypilot.auth.accounts import Principal
 from citypilot.auth.roles import WORK_ORDER_ACTORS, WORK_ORDER_CREATORS, WORK_ORDER_READERS, Role, sees_restricted
+from citypilot.db.reading import reading
 from citypilot.citizens import store as requests
 from citypilot.dispatch.service import recommend
 from citypilot.journal import store as journal
@@ -266,7 +267,7 @@ async def recommendations(order_id: int, limit: int = Query(5, ge=1, le=50),
                                                        Role.SERVICE_COORDINATOR),
                           context: AppContext = Depends(get_context)) -> FastJSONResponse:
     runtime = interventions(context)
-    async with context.pool.connection() as conn:
+    async with reading(context.pool) as conn:
         actor = await actor_of(conn, principal)
         order = await visible_order(conn, actor, order_id)
         answer = await recommend(conn, order.service, order.lat, order.lon, runtime.routing, now(),
