@@ -240,3 +240,31 @@ def test_open311_answers_from_a_form():
     form = [("attribute[size]", "large"), ("attribute[item][]", "bench"), ("attribute[item][]", "bin"),
             ("service_code", "pothole"), ("attribute[broken", "x")]
     assert open311.answers_from_form(form) == {"size": "large", "item": ["bench", "bin"]}
+
+
+# --- duplicate locks ---------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from citypilot.citizens.store import LOCK_CELL_M, area_lock_keys  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=st.floats(800_000, 900_000), y=st.floats(6_650_000, 6_750_000), radius=st.floats(1, 1000),
+       angle=st.floats(0, 6.283), fraction=st.floats(0, 1))
+def test_two_reports_that_could_be_duplicates_always_share_a_lock(x, y, radius, angle, fraction):
+    """A second report within the duplicate radius of the first must wait for it: they share a key."""
+    import math
+
+    x2, y2 = x + math.cos(angle) * radius * fraction, y + math.sin(angle) * radius * fraction
+    assert set(area_lock_keys("pothole", x, y, radius)) & set(area_lock_keys("pothole", x2, y2, radius))
+
+
+def test_far_apart_or_other_categories_do_not_wait_for_each_other():
+    here = area_lock_keys("pothole", 854_500.0, 6_692_500.0, 50)  # mid-cell
+    assert len(here) == 1 and here == sorted(here)
+    assert not set(here) & set(area_lock_keys("pothole", 854_500.0 + 3 * LOCK_CELL_M, 6_692_500.0, 50))
+    assert not set(here) & set(area_lock_keys("graffiti", 854_500.0, 6_692_500.0, 50))
+    corner = area_lock_keys("pothole", 854_999.0, 6_692_999.0, 50)  # near a corner: the four cells around it
+    assert len(corner) == 4 and all(0 <= k < 2**63 for k in corner)

@@ -25,6 +25,7 @@ from citypilot.auth.roles import Role
 from citypilot.citizens import clients, open311, photos
 from citypilot.citizens import store as requests
 from citypilot.citizens.reports import ReportError, check_report
+from citypilot.db.reading import reading
 from citypilot.journal import store as journal
 
 from ..context import AppContext, get_context
@@ -250,7 +251,7 @@ async def search(fmt: str, request: Request, context: AppContext = Depends(get_c
             if end is not None:
                 clauses.append("requested_at <= %(end)s")
                 values["end"] = end
-        async with context.pool.connection() as conn:
+        async with reading(context.pool) as conn:
             rows = await requests.search(conn, clauses=clauses, params=values, limit=MAX_RESULTS)
         return _answer(fmt, "service_requests", [
             open311.request_item(r, catalogue.get(r["service_code"]), _agency(context, r["service"])) for r in rows])
@@ -266,7 +267,7 @@ async def get_request(name: str, request: Request, context: AppContext = Depends
         _jurisdiction(context, request.query_params.get("jurisdiction_id"))
         row = None
         if ident.isdigit() and len(ident) < 19:
-            async with context.pool.connection() as conn:
+            async with reading(context.pool) as conn:
                 row = await requests.get(conn, int(ident))
         if row is None:
             raise Open311Error(404, f"service_request_id {ident[:40]!r} not found")
@@ -283,7 +284,7 @@ async def from_token(name: str, request: Request, context: AppContext = Depends(
     try:
         token, fmt = _split_format(name)
         _jurisdiction(context, request.query_params.get("jurisdiction_id"))
-        async with context.pool.connection() as conn:
+        async with reading(context.pool) as conn:
             request_id = await requests.by_token(conn, token)
         if request_id is None:
             raise Open311Error(404, f"token {token[:40]!r} not found")
