@@ -38,7 +38,7 @@ def encode_form(host: str, path: str, form: dict[str, str]) -> tuple[h11.Request
 
 
 async def _send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: h11.Connection,
-                request: h11.Request, body: bytes) -> int:
+                request: h11.Request, body: bytes, answer: bytearray | None = None) -> int:
     writer.write(conn.send(request) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
     await writer.drain()
     status = 0
@@ -52,6 +52,8 @@ async def _send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn
             continue
         if isinstance(event, h11.Response):
             status = event.status_code
+        elif isinstance(event, h11.Data) and answer is not None:
+            answer += event.data
         elif isinstance(event, h11.EndOfMessage):
             break
     conn.start_next_cycle()
@@ -103,6 +105,31 @@ async def _load(host: str, port: int, path: str, forms: list[dict[str, str]], ra
     return LoadResult(latencies, statuses, elapsed)
 
 
+async def _get_each(host: str, port: int, paths: list[str], headers: list[tuple[str, str]]) -> tuple[LoadResult, bytes]:
+    reader, writer = await asyncio.open_connection(host, port)
+    conn = h11.Connection(h11.CLIENT)
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    last = bytearray()
+    started = time.perf_counter()
+    try:
+        for path in paths:
+            request = h11.Request(method="GET", target=path, headers=[("Host", f"{host}:{port}"), *headers])
+            last = bytearray()
+            began = time.perf_counter()
+            status = str(await _send(reader, writer, conn, request, b"", last))
+            latencies.append((time.perf_counter() - began) * 1000)
+            statuses[status] = statuses.get(status, 0) + 1
+    finally:
+        writer.close()
+    return LoadResult(latencies, statuses, time.perf_counter() - started), bytes(last)
+
+
+def _get_child(out: Any, host: str, port: int, paths: list[str], headers: list[tuple[str, str]]) -> None:
+    out.send(asyncio.run(_get_each(host, port, paths, headers)))
+    out.close()
+
+
 def _child(out: Any, host: str, port: int, path: str, forms: list[dict[str, str]], rate: float,
            connections: int) -> None:
     result = asyncio.run(_load(host, port, path, forms, rate, connections))
@@ -113,9 +140,21 @@ def _child(out: Any, host: str, port: int, path: str, forms: list[dict[str, str]
 async def post_forms(host: str, port: int, path: str, forms: list[dict[str, str]], rate: float,
                      connections: int = 48) -> LoadResult:
     """POST ``forms`` open-loop at ``rate`` a second from a separate process; wait without blocking."""
+    result: LoadResult = await _in_process(_child, (host, port, path, forms, rate, connections))
+    return result
+
+
+async def get_each(host: str, port: int, paths: list[str], headers: list[tuple[str, str]]) -> tuple[LoadResult, bytes]:
+    """GET each path in turn on one keep-alive connection from a separate process, timing each answer
+    (a closed loop: the latency of one caller); also returns the last answer's body."""
+    answer: tuple[LoadResult, bytes] = await _in_process(_get_child, (host, port, paths, headers))
+    return answer
+
+
+async def _in_process(target: Any, args: tuple[Any, ...]) -> Any:
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(child, host, port, path, forms, rate, connections), daemon=True)
+    process = context.Process(target=target, args=(child, *args), daemon=True)
     process.start()
     child.close()
     try:
@@ -123,9 +162,8 @@ async def post_forms(host: str, port: int, path: str, forms: list[dict[str, str]
             if not process.is_alive() and not parent.poll():
                 raise RuntimeError(f"the load generator exited with {process.exitcode}")
             await asyncio.sleep(0.2)
-        result: LoadResult = parent.recv()
+        return parent.recv()
     finally:
         process.join(timeout=10)
         if process.is_alive():
             process.kill()
-    return result
