@@ -37,6 +37,19 @@ def check_alarm_files(config: Config) -> None:
         fail(str(exc), 2)
 
 
+def tune_gc() -> None:
+    """Keep the garbage collector off the request path: what start-up built (modules, the app, the
+    catalogue, the communes) lives as long as the process, so it is frozen out of every later collection,
+    and the youngest generation is collected every 20,000 allocations instead of 700. Why: with the
+    default settings, collections walked the start-up objects again and again and showed as the slow
+    tail of the API's answers (measured with ``citypilot bench requests``)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 def run_server(config: Config) -> None:
     require_free_http_port(config)
     check_alarm_files(config)
@@ -53,6 +66,7 @@ def run_server(config: Config) -> None:
             app = create_app(config, endpoints)
             server = uvicorn.Server(uvicorn.Config(app, host=config.http_host, port=config.http_port, log_config=None,
                                                    access_log=False, lifespan="on", server_header=False))
+            tune_gc()
             typer.echo(f"citypilot serving on http://{config.http_host}:{config.http_port} "
                        f"(devices: {endpoints.mqtt_url or 'MQTT endpoint not configured'}); Ctrl-C stops it.")
             server.run()
