@@ -308,8 +308,9 @@ def lights_of_report(messages: list[Outgoing], cabinet: str) -> list[dict[str, A
 @pytest.mark.parametrize("device, body, reason", [
     ("CAB-00002", {"command": "dim", "asset": "SL-000001", "params": {"level_pct": 10}}, "not on this cabinet"),
     ("CAB-00002", {"command": "apply_programme", "params": {"programme": "disco"}}, "unknown programme"),
-    ("TL-0001", {"command": "fly"}, "does not understand"),
-    ("TL-0001", {"command": "select_plan", "params": {"plan": 42}}, "not programmed"),
+    ("TL-0001", {"command": "fly"}, "never sets signal groups"),
+    ("TL-0001", {"command": "set_group", "params": {"group": "V1", "aspect": "green"}}, "never sets signal groups"),
+    ("TL-0001", {"command": "select_plan", "params": {"plan": 42}}, "not a checked plan"),
     ("BUS-0001", {"command": "stop"}, "no remote commands"),
     ("TL-0001", {"command": 3}, "malformed"),
     ("TL-0001", {"command": "set_mode", "params": {"mode": "normal"}, "expires_at": "2020-01-01T00:00:00Z"}, "expired"),

@@ -3,25 +3,34 @@
 A controller runs its plan for the hour (night, morning peak, day, evening peak). Now and then a signal
 lamp goes out or a loop detector fails; more rarely a conflict makes it fall back to flashing amber (the
 controller's own safety reaction) until a technician resets it; sometimes its link drops and it goes
-silent. Junctions with bus priority count the requests the buses make.
+silent. Junctions with bus priority count the requests the buses make, and how many were granted.
+
+Each junction runs a signal-group controller (``signals.py``) that is safe on its own: commands reach
+it, and it refuses what it must (a plan nobody checked, a signal group set by hand).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
 
 from .city import City
+from citypilot.safety.junctions import four_arm_layout, standard_plans
+
 from .model import CommandRefused, Outgoing, Schedule, hours, struck
+from .signals import SignalController
 
 # (fault, incidents per junction per year, mean duration s, severity)
 FAULT_RATES = [("lamp_out", 4.0, 6 * 3600, "minor"), ("detector_fault", 6.0, 2 * 86_400, "minor"),
                ("conflict", 0.3, 2 * 3600, "critical")]
 LINK_LOSSES_PER_YEAR = 2.0
 LINK_LOSS_MEAN_S = 3600.0
+CONTROLLER_TICKS_PER_STEP = 4  # coarse ticks keep 113 controllers cheap at 30x; the guards stay exact
+_LAYOUT = four_arm_layout()
+_PLANS = standard_plans()
 
 
 def plan_for(hour: float, weekday: int) -> int:
@@ -39,13 +48,20 @@ def plan_for(hour: float, weekday: int) -> int:
 class Junction:
     id: str
     bus_priority: bool
-    mode: str = "normal"
-    plan_override: int | None = None
+    controller: SignalController = field(default_factory=lambda: SignalController(_LAYOUT, _PLANS, default_plan=3))
     fault: str = "none"
     fault_until: float = 0.0
     silent_until: float = 0.0
     forced: str | None = None  # mode set by a scenario (damaged by an accident, flooded)
     requests: int = 0
+
+    @property
+    def mode(self) -> str:
+        return self.controller.mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:  # the controller's own reactions and the scenarios
+        self.controller.mode = value
 
 
 class Traffic:
@@ -75,7 +91,8 @@ class Traffic:
             for j in struck(self.rng, healthy, per_year, elapsed_s):
                 j.fault, j.fault_until = name, now_s + self.rng.exponential(mean_s)
                 if name == "conflict":
-                    j.mode = "flashing_amber"  # the controller's own fallback
+                    j.controller.fault = "conflict"  # the controller's own fallback
+                    j.mode = "flashing_amber"
                 out.append(Outgoing(j.id, "event", {"code": name, "severity": severity,
                                                     "message": {"lamp_out": "a signal lamp is out",
                                                                 "detector_fault": "loop detector fault",
@@ -87,20 +104,28 @@ class Traffic:
             j.silent_until = now_s + self.rng.exponential(LINK_LOSS_MEAN_S)
         for j in self.junctions:
             if j.fault != "none" and j.fault_until <= now_s:
-                if j.fault == "conflict" and j.mode == "flashing_amber":
-                    j.mode = "normal"
+                if j.fault == "conflict":
+                    j.controller.reset_fault()  # the technician's visit
                 j.fault, j.fault_until = "none", 0.0
                 self.urgent.add(j.id)
+            j.controller.set_timetable(plan_for(hour, now.weekday()))
+            j.controller.advance(elapsed_s, max_ticks=CONTROLLER_TICKS_PER_STEP)
             if j.bus_priority and 6 <= hour < 22:
-                j.requests += int(self.rng.poisson(12 * elapsed_s / 3600))  # a dozen requests an hour by day
+                for _ in range(int(self.rng.poisson(12 * elapsed_s / 3600))):  # a dozen buses an hour by day
+                    j.requests += 1
+                    try:
+                        j.controller.command("bus_priority", {})
+                    except CommandRefused:
+                        pass  # red, or already served this cycle: the bus waits
         self.schedule.silent = {j.id for j in self.junctions if j.silent_until > now_s}
         return out
 
     def values(self, j: Junction) -> dict[str, Any]:
         mode = j.forced or j.mode
-        plan = j.plan_override if j.plan_override is not None else plan_for(hours(self.now), self.now.weekday())
-        return {"mode": mode, "plan": 0 if mode != "normal" else plan, "fault": j.fault,
-                "bus_priority_requests": j.requests}
+        c = j.controller
+        return {"mode": mode, "plan": 0 if mode != "normal" else c.plan_in_force, "fault": j.fault,
+                "bus_priority_requests": j.requests, "bus_priority_granted": c.bus_granted,
+                "bus_time_saved_s": round(c.bus_saved_s, 1)}
 
     def due(self, wall_s: float) -> list[Outgoing]:
         ids = set(self.schedule.due(wall_s)) | (self.urgent - self.schedule.silent)
@@ -113,15 +138,9 @@ class Traffic:
             raise CommandRefused(f"{asset} is not a junction controller")
         if j.forced == "off":
             raise CommandRefused("the controller is without power")
-        if name == "set_mode" and params.get("mode") in ("normal", "flashing_amber", "all_red"):
-            if params["mode"] == "normal" and j.fault == "conflict":
-                raise CommandRefused("a conflict fault is active: the controller stays in flashing amber until reset on site")
-            j.mode = params["mode"]
-        elif name == "select_plan" and isinstance(params.get("plan"), int) and 0 <= params["plan"] <= 255:
-            if params["plan"] > 8:
-                raise CommandRefused(f"plan {params['plan']} is not programmed in this controller (1 to 8)")
-            j.plan_override = params["plan"] or None
-        else:
-            raise CommandRefused(f"a junction controller does not understand {name!r} with {params}")
-        self.urgent.add(j.id)
+        if j.forced is not None:
+            raise CommandRefused(f"the controller is damaged ({j.forced}): it keeps its own safe state")
+        j.controller.command(name, params)  # refuses what is unsafe, with the reason
+        if name != "bus_priority":
+            self.urgent.add(j.id)
         return []
