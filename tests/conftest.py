@@ -49,6 +49,9 @@ def embedded_environ(data_dir: Path) -> dict[str, str]:
         "CITYPILOT_NATS_MONITOR_PORT": "0",
         "CITYPILOT_HTTP_PORT": str(free_port()),
         "CITYPILOT_AUTH_SECRET_KEY": secrets.token_urlsafe(32),
+        # Commands unanswered for a second are sent once more, then have timed out: tests need not wait 15 s.
+        "CITYPILOT_COMMANDS_ACK_TIMEOUT_S": "1",
+        "CITYPILOT_COMMANDS_MAX_ATTEMPTS": "2",
     }
 
 

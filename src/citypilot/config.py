@@ -90,6 +90,10 @@ SETTINGS: tuple[Setting, ...] = (
                                                "line with a detour factor."),
     Setting("dispatch_stale_after_s", int, 120, "A vehicle position older than this is not used to dispatch."),
     Setting("dispatch_detour_percent", int, 130, "Road distance as a share of the straight line (straight-line mode)."),
+    Setting("commands_ack_timeout_s", int, 5, "A command a device has not answered in this many seconds is sent again..."),
+    Setting("commands_max_attempts", int, 3, "...up to this many times in all (if its kind allows), then it has timed out."),
+    Setting("commands_ttl_s", int, 60, "A command not carried out this long after it was authorised has expired."),
+    Setting("commands_approval_threshold", int, 1000, "A batch to more assets than this needs a second person's approval."),
     Setting("log_level", str, "info", "debug, info, warning or error."),
     Setting("log_format", str, "json", "json (one JSON object per line) or console."),
 )
@@ -140,6 +144,10 @@ class Config:
     dispatch_routing_url: str | None
     dispatch_stale_after_s: int
     dispatch_detour_percent: int
+    commands_ack_timeout_s: int
+    commands_max_attempts: int
+    commands_ttl_s: int
+    commands_approval_threshold: int
     log_level: str
     log_format: str
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -296,6 +304,14 @@ def load_config(
         raise ConfigError(f"{origin('requests_duplicate_radius_m')}: 1 to 1000 metres, got {values['requests_duplicate_radius_m']}")
     if not 100 <= values["dispatch_detour_percent"] <= 300:
         raise ConfigError(f"{origin('dispatch_detour_percent')}: 100 to 300 %, got {values['dispatch_detour_percent']}")
+    if not 1 <= values["commands_ack_timeout_s"] <= 300:
+        raise ConfigError(f"{origin('commands_ack_timeout_s')}: 1 to 300 seconds, got {values['commands_ack_timeout_s']}")
+    if not 1 <= values["commands_max_attempts"] <= 10:
+        raise ConfigError(f"{origin('commands_max_attempts')}: 1 to 10, got {values['commands_max_attempts']}")
+    if not values["commands_ack_timeout_s"] <= values["commands_ttl_s"] <= 86_400:
+        raise ConfigError(f"{origin('commands_ttl_s')}: from the ack timeout to 86400 seconds, got {values['commands_ttl_s']}")
+    if not 1 <= values["commands_approval_threshold"] <= 1_000_000:
+        raise ConfigError(f"{origin('commands_approval_threshold')}: 1 to 1000000 assets, got {values['commands_approval_threshold']}")
     if values["dispatch_routing_url"] is not None and urlsplit(values["dispatch_routing_url"]).scheme not in ("http", "https"):
         raise ConfigError(f"{origin('dispatch_routing_url')}: expected an http:// or https:// URL")
     return Config(**values, sources=sources)

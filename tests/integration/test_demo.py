@@ -182,7 +182,7 @@ def test_the_demo_shows_the_whole_metropole_live_and_obeys_commands_then_stops_c
         eventually(lambda: api.get("/api/v1/twin/PAN-001").json()["state"]["values"]["message"] == "Test de la démo",
                    "the panel shows the message", timeout=20)
         refused = send_command(nats_url, "TL-0001", {"command": "select_plan", "params": {"plan": 99}})
-        assert refused["status"] == "rejected" and "not programmed" in refused["reason"]
+        assert refused["status"] == "rejected" and "not a checked plan" in refused["reason"]
     finally:
         code = demo.stop()
     assert code == 0, "".join(demo.output)

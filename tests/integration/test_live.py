@@ -368,8 +368,12 @@ def test_resume_too_far_back_or_from_an_unknown_id_resets(live_server, tokens, f
     monkeypatch.setattr(hub_module, "MAX_REPLAY", 5)
 
     async def scenario() -> None:
-        async with await journal_conn(live_server) as conn:
+        async with await journal_conn(live_server) as conn, \
+                feed(live_server, tokens["operator"], type=f"{family}.*", twin="false") as watcher:
             ids = await append(conn, [note(family, f"n{i}") for i in range(8)])
+            # The hub's tail has passed them (on an external PostgreSQL its notification may lag the insert):
+            # only then is ids[0] more than MAX_REPLAY entries behind its head.
+            assert [e["id"] for e in await watcher.events(8)] == ids
             for last in (ids[0], ids[-1] + 1_000_000):  # too far back; an id the journal never had
                 async with connect(url(live_server, tokens["operator"], type=f"{family}.*", last_event_id=last,
                                        twin="false"), proxy=None) as ws:

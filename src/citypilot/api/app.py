@@ -7,6 +7,7 @@ and the NATS connection against endpoints that ``Infrastructure`` brought up bef
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -32,6 +33,7 @@ from . import problems
 from .context import AppContext
 from .problems import problem_response
 from .routes import alarms, assets, auth, catalog, field, health, ingest, journal, kpi, open311, requests, teams, twin, users
+from .routes import commands as command_routes
 from .routes import work_orders
 from .routes import live as live_feed
 from .routes import ui as web_ui
@@ -172,7 +174,7 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
             app.state.context.broker_users = broker_users
             violations = BrokerViolationWatch(endpoints.nats_server.log_file, pool)  # refused publishes
             await violations.start()
-        ingest = alarms_runtime = None
+        ingest = alarms_runtime = commands_sweeper = None
         if nc is not None:
             from citypilot.ingest.service import IngestService
             from citypilot.ingest.stream import ensure_stream
@@ -192,6 +194,12 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
             await ingest.start()
             app.state.context.extra["ingest"] = ingest
             await alarms_runtime.start()
+            from citypilot.commands.service import Commands, settings_of
+
+            command_service = Commands(pool, nc, app.state.context.catalog, settings_of(config))
+            app.state.context.extra["commands"] = command_service
+            commands_stop = asyncio.Event()
+            commands_sweeper = asyncio.create_task(command_service.run(commands_stop), name="commands-sweeper")
         from citypilot.live.hub import LiveHub
 
         live = LiveHub.from_context(app.state.context)  # the operators' WebSocket feed (routes/live.py)
@@ -201,6 +209,9 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
             yield
         finally:
             await live.stop()
+            if commands_sweeper is not None:
+                commands_stop.set()
+                await commands_sweeper
             if alarms_runtime is not None:
                 await alarms_runtime.stop()
             if ingest is not None:
@@ -228,7 +239,7 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
     # Routes are matched in order: the busiest public entry points (device batches, Open311) come first.
     routers = (health.router, ingest.router, open311.router, auth.router, catalog.router, assets.router, twin.router,
                users.router, alarms.router, journal.router, live_feed.router, web_ui.router, kpi.router,
-               requests.router, work_orders.router, work_orders.links, teams.router, field.router)
+               requests.router, work_orders.router, work_orders.links, teams.router, field.router, command_routes.router)
     audit_routes(routers)
     for router in routers:
         app.include_router(router)

@@ -64,3 +64,9 @@ WORK_ORDER_CREATORS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.OPERATOR, Rol
 # Who acts on work orders: dispatchers and the field teams (each checked against the order).
 WORK_ORDER_ACTORS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.OPERATOR, Role.SERVICE_COORDINATOR, Role.FIELD_AGENT})
 TEAM_MANAGERS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.SERVICE_COORDINATOR})
+
+# --- Commands to equipment ---------------------------------------------------------------------------
+# Who may ask for commands at all; each command kind then names its own roles (equipment/catalog.toml).
+COMMANDERS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.OPERATOR, Role.POLICE, Role.SERVICE_COORDINATOR})
+# Who reads commands and their outcomes (restricted equipment's only for public-safety roles).
+COMMAND_READERS = COMMANDERS | {Role.READ_ONLY, Role.DPO}

@@ -115,11 +115,17 @@ class CommandSpec:
     label: str
     params: tuple[FieldSpec, ...]
     roles: tuple[str, ...]
-    confirm: bool = False
+    confirm: bool = False    # the sender confirms before it goes out (a sensitive action)
+    approval: bool = False   # a second person approves before it goes out (the most sensitive)
+    retry: bool = True       # may be sent again when unanswered (the device does it once: same id)
+
+    @property
+    def param(self) -> dict[str, FieldSpec]:
+        return {p.name: p for p in self.params}
 
     def describe(self) -> dict[str, Any]:
-        return {"label": self.label, "roles": list(self.roles), "confirm": self.confirm,
-                "params": {p.name: p.describe() for p in self.params}}
+        return {"label": self.label, "roles": list(self.roles), "confirm": self.confirm, "approval": self.approval,
+                "retry": self.retry, "params": {p.name: p.describe() for p in self.params}}
 
 
 @dataclass(frozen=True)
@@ -259,7 +265,8 @@ def parse_catalog(document: Mapping[str, Any], roles: tuple[str, ...]) -> Catalo
                                    + (f" (unknown: {', '.join(sorted(bad_roles))})" if bad_roles else ""))
             commands.append(CommandSpec(name=cname, label=craw.get("label", cname),
                                         params=_fields(f"{where}.commands.{cname}.params", craw.get("params")),
-                                        roles=tuple(craw["roles"]), confirm=bool(craw.get("confirm", False))))
+                                        roles=tuple(craw["roles"]), confirm=bool(craw.get("confirm", False)),
+                                        approval=bool(craw.get("approval", False)), retry=bool(craw.get("retry", True))))
         interval = raw.get("reporting_interval_s")
         if interval is not None and (not isinstance(interval, int) or interval <= 0):
             raise CatalogError(f"{where}.reporting_interval_s: a positive number of seconds")

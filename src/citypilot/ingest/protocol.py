@@ -12,10 +12,11 @@ SUBJECT_ROOT = "citypilot.v1"
 
 # What devices send. Everything under citypilot/v1/ is captured by the ingest stream: a message on
 # another channel is dead-lettered, never silently dropped. ``cmd-ack`` (a device's answer to a
-# command) is reserved for the commands issue; commands *to* devices go out on their own root,
-# citypilot/cmd/v1/{device}, so that the ingest stream never captures them.
+# command) goes through the same stream to the command store; commands *to* devices go out on their
+# own root, citypilot/cmd/v1/{device}, so that the ingest stream never captures them.
 INBOUND_CHANNELS = ("telemetry", "state", "event")
-RESERVED_UPLINK_CHANNELS = ("cmd-ack",)
+COMMAND_ACK_CHANNEL = "cmd-ack"
+RESERVED_UPLINK_CHANNELS = (COMMAND_ACK_CHANNEL,)
 COMMAND_TOPIC = "citypilot/cmd/v1/{device}"
 
 STREAM = "CITYPILOT_INGEST"

@@ -25,6 +25,8 @@ from nats.aio.subscription import Subscription
 from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 
+from citypilot.commands import acks as command_acks
+from citypilot.commands.service import RESULT_SUBJECT as COMMAND_RESULT_SUBJECT
 from citypilot.db import use_fast_json
 from citypilot.equipment.catalog import Catalog
 
@@ -332,6 +334,10 @@ class IngestWorker:
     async def process(self, msgs: list[Msg]) -> BatchResult:
         started = time.perf_counter()
         items = [item for item in (self._parse(m) for m in msgs) if item is not None]
+        # Answers to commands go to the command store (in the same transaction), the rest to the twin.
+        answers = [item for item in items if item.channel == protocol.COMMAND_ACK_CHANNEL and item.device is not None]
+        if answers:
+            items = [item for item in items if item.channel != protocol.COMMAND_ACK_CHANNEL or item.device is None]
         misses: set[str] = set()
         outcomes = [self._normalise(item, misses) for item in items]
         async with self.pool.connection() as conn:
@@ -371,6 +377,22 @@ class IngestWorker:
                     outcomes_count["dead_lettered"] += 1
             await self.partitions.ensure(conn, {day_of(s.reading.ts) for s in readings})
             async with conn.transaction():
+                answered = None
+                if answers:
+                    answered = await command_acks.apply(conn, self.catalog, [
+                        command_acks.Received(a.device or "", a.msg.data, a.received_at, a.seq) for a in answers])
+                    by_seq = {a.seq: a for a in answers}
+                    for received, code, reason in answered.refused:
+                        a = by_seq[received.seq]
+                        dead.append(DeadLetter(a.source, protocol.device_subject(a.msg.subject), a.device, None, code,
+                                               reason, a.msg.data, a.seq, a.received_at))
+                    refused_seqs = {r[0].seq for r in answered.refused}
+                    for a in answers:
+                        device = self.cache.get(a.device or "")
+                        if a.seq not in refused_seqs and device is not None:
+                            seen[device.id] = (device.kind, max(a.received_at, seen.get(device.id, (None, a.received_at))[1]))
+                    outcomes_count["applied"] += len(answers) - len(refused_seqs)
+                    outcomes_count["dead_lettered"] += len(refused_seqs)
                 result = await apply_batch(conn, readings, events, dead, seen)
         # Committed: only now may the stream forget these messages. (An ack is an empty message to the
         # reply subject; published directly, without building each message's metadata.)
@@ -383,6 +405,8 @@ class IngestWorker:
             DEAD_LETTERS.labels(reason).inc(count)
         try:
             await self._publish(result)
+            if answers and answered is not None and answered.applied:
+                await self.nc.publish(COMMAND_RESULT_SUBJECT, _encoder.encode(answered.applied))
         except Exception as exc:  # committed and acknowledged: never re-run the batch for a notification
             log.warning("twin changes not published", extra={"worker": self.name, "error": f"{type(exc).__name__}: {exc}"})
         BATCH_SECONDS.observe(time.perf_counter() - started)

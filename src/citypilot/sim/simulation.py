@@ -26,6 +26,7 @@ from .traffic import Traffic
 COMMAND_FAILURE_RATE = 0.02  # the device tried and could not (a node that does not answer, a jammed actuator)
 COMMAND_TIMEOUT_RATE = 0.01  # the command or its acknowledgement is lost: no answer at all
 MAX_COMMAND_BYTES = 4096
+ANSWERS_KEPT = 50_000
 
 
 class Command(msgspec.Struct, forbid_unknown_fields=False):
@@ -70,6 +71,9 @@ class Simulation:
         self._order = itertools.count()
         self._last = start
         self.commands_received = 0
+        # Answers to the commands received lately, by id: a command delivered twice (QoS 1, a retry) is
+        # answered again and done once.
+        self._answered: dict[str, dict[str, Any]] = {}
 
     # --- time -----------------------------------------------------------------------------------
 
@@ -131,6 +135,18 @@ class Simulation:
             return [Outgoing(device, "cmd-ack", {"id": cid, "status": "rejected", "reason": f"malformed command: {reason}"})] \
                 if isinstance(cid, str) else []
         asset = cmd.asset or device
+        seen = self._answered.get(f"{device}/{cmd.id}")
+        if seen is not None:
+            return [Outgoing(device, "cmd-ack", dict(seen))]
+        answer = self._answer(device, asset, cmd)
+        for message in answer:
+            if message.channel == "cmd-ack":
+                self._answered[f"{device}/{cmd.id}"] = message.payload
+                while len(self._answered) > ANSWERS_KEPT:
+                    del self._answered[next(iter(self._answered))]
+        return answer
+
+    def _answer(self, device: str, asset: str, cmd: Command) -> list[Outgoing]:
         ack: dict[str, Any] = {"id": cmd.id, "asset": asset}
         now = self.clock.now()
         family = self.family_of.get(device)

@@ -190,9 +190,14 @@ class Panels(_Simple):
         super().__init__([p.id for p in city.of_kind("information_panel")], rng,
                          {"message": PANEL_MESSAGES[0], "brightness_pct": 100.0, "fault": "none"})
         self.override: dict[str, str] = {}
+        self.override_until: dict[str, float] = {}  # a message with an expiry: the panel clears it itself
 
     def advance(self, now: dt.datetime, elapsed_s: float) -> list[Outgoing]:
         out, now_s = [], now.timestamp()
+        for panel_id, until in list(self.override_until.items()):
+            if until <= now_s:
+                del self.override_until[panel_id]
+                self.override.pop(panel_id, None)
         here = local(now)
         sunrise, sunset = sunrise_sunset(here.date())
         brightness = 100.0 if sunrise <= here < sunset else 40.0
@@ -225,8 +230,14 @@ class Panels(_Simple):
             raise CommandRefused("the panel is without power")
         if name == "display" and isinstance(params.get("message"), str):
             self.show([device], params["message"][:500])
+            duration = params.get("duration_s")
+            if isinstance(duration, int) and not isinstance(duration, bool) and duration > 0:
+                self.override_until[device] = now.timestamp() + duration
+            else:
+                self.override_until.pop(device, None)
         elif name == "clear":
             self.show([device], "")
+            self.override_until.pop(device, None)
         else:
             raise CommandRefused(f"a panel does not understand {name!r}")
         self.advance(now, 0.0)

@@ -1,0 +1,1 @@
+"""Commands to equipment: who may send what, the safety interlocks, delivery to devices and their answers."""
