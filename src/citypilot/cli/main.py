@@ -567,6 +567,27 @@ def bench_requests(
     typer.echo(json.dumps(figures))
 
 
+@bench_app.command("commands")
+def bench_commands(
+    ctx: typer.Context,
+    singles: int = typer.Option(300, min=1, max=100_000, help="Commands to one light each, one after another."),
+    rate: float = typer.Option(20.0, min=0.1, max=1000, help="Single commands a second."),
+    zone: int = typer.Option(5000, min=1, max=30_000, help="Street lights dimmed in one batch."),
+    warmup: float = typer.Option(20.0, min=0, max=600, help="Seconds the simulated city runs before the commands."),
+) -> None:
+    """Commands to the simulated city: single lights (POST → the device's answer applied), then a zone-wide
+    dimming confirmed and approved (approval → every answer applied). Throw-away embedded stack, a real
+    `citypilot serve`, the simulator's devices over MQTT."""
+    from citypilot.bench.commands_bench import run_commands_benchmark
+
+    config = get_config(ctx)
+    try:
+        figures = run_commands_benchmark(config, singles, rate, zone, warmup)
+    except (StartupError, RuntimeError) as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(figures))
+
+
 @bench_app.command("map")
 def bench_map(
     ctx: typer.Context,
