@@ -343,3 +343,69 @@ def test_a_panel_message_is_previewed_then_sent_with_its_expiry(city, devices):
     assert confirmed.status_code == 200, confirmed.text
     wait_batch(city, batch["id"], lambda b: b["counts"].get("done") == 2, "both panels")
     assert first.received[0]["params"]["message"] == second.received[0]["params"]["message"] == "Crue : quais fermés"
+
+
+def test_a_route_of_junctions_goes_to_flashing_amber_and_back(city, devices):
+    # three junctions along an ambulance's way east, a few metres off it, and one a kilometre away
+    spots = {"TL-E": 5.0450, "TL-W": 5.0350, "TL-M": 5.0400}
+    ids = city.import_assets(*({"id": s, "kind": "traffic_controller", "lat": 47.32012, "lon": lon} for s, lon in spots.items()),
+                             {"id": "TL-FAR", "kind": "traffic_controller", "lat": 47.33, "lon": 5.04})
+    city.publish([(j, "telemetry", reading(utcnow(), mode="normal", plan=3, fault="none")) for j in ids])
+    for j in ids:
+        city.wait_state(j, lambda s: True, "the junction reporting")
+    east, west, middle, far = ids
+    device = {j: devices(j) for j in ids}
+    path = [[5.0300, 47.3200], [5.0500, 47.3200]]
+    route = {"command": "set_mode", "kind": "traffic_controller", "path": path,
+             "params": {"mode": "flashing_amber", "revert_after_s": 10}}
+    preview = city.client.post("/api/v1/commands/preview", json=route, headers=city.headers("operator"))
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["route"] == [west, middle, east] and preview.json()["needs_confirmation"]
+    batch = ask(city, **route, reason="ambulance to the CHU").json()
+    assert batch["total"] == 3
+    confirmed = city.client.post(f"/api/v1/commands/batches/{batch['id']}/confirm", headers=city.headers("operator"))
+    assert confirmed.status_code == 200, confirmed.text
+    wait_batch(city, batch["id"], lambda b: b["counts"].get("done") == 3, "the route on flashing amber")
+    for j in (west, middle, east):  # what the controller gets is a mode; the way back is the centre's to send
+        assert device[j].received[0] == {**device[j].received[0], "command": "set_mode", "params": {"mode": "flashing_amber"}}
+    assert device[far].received == []
+    for j in (west, middle, east):
+        back = eventually(lambda j=j: [c for c in device[j].received if c["params"] == {"mode": "normal"}],
+                          f"{j} back to normal by itself", timeout=25)
+        assert back[0]["command"] == "set_mode"
+    history = city.client.get("/api/v1/commands", params={"asset": middle}, headers=city.headers()).json()["items"]
+    assert [(c["command"], c["params"]["mode"]) for c in history][:2] == [("set_mode", "normal"), ("set_mode", "flashing_amber")]
+
+    assert "not after normal" in problem(ask(city, command="set_mode", assets=[west],
+                                             params={"mode": "normal", "revert_after_s": 60}), 409)["detail"]
+    assert problem(ask(city, **{**route, "path": [[5.03, 47.32]]}), 422)["field"] == "path"
+    assert problem(ask(city, **{**route, "path": [[5.03, 47.32], [500, 47.32]]}), 422)["field"] == "path"
+    assert problem(ask(city, command="set_mode", kind="traffic_controller", communes=["Dijon"], within_m=50,
+                       params={"mode": "all_red"}), 422)["field"] == "within_m"
+
+
+def test_a_newer_command_supersedes_an_automatic_follow_up(city, devices):
+    site = city.import_assets({"id": "BOL-2", "kind": "bollard_site"})[0]
+    city.publish([(site, "telemetry", reading(utcnow(), position="raised", fault="none"))])
+    city.wait_state(site, lambda s: True, "the bollard reporting")
+    device = devices(site)
+    batches = []
+    for duration in (10, 600):  # lowered for a delivery, then again for longer: the first raise must not come
+        batch = ask(city, "police", command="lower", assets=[site],
+                    params={"reason": "delivery", "duration_s": duration}).json()
+        confirmed = city.client.post(f"/api/v1/commands/batches/{batch['id']}/confirm", headers=city.headers("police"))
+        assert confirmed.status_code == 200, confirmed.text
+        wait_batch(city, batch["id"], lambda b: b["counts"].get("done") == 1, "lowered")
+        batches.append(batch)
+
+    def superseded() -> list[dict[str, Any]]:
+        r = city.client.get("/api/v1/journal", params={"asset": site, "type": "command.follow_up_superseded"},
+                            headers=city.headers())
+        assert r.status_code == 200, r.text
+        return r.json()["items"]
+
+    entry = eventually(superseded, "the first lowering's raise superseded", timeout=25)[0]
+    assert entry["data"]["command_id"] == batches[0]["items"][0]["id"]
+    assert entry["data"]["superseded_by"] == batches[1]["items"][0]["id"]
+    time.sleep(1)
+    assert [c["command"] for c in device.received] == ["lower", "lower"], "the bollards stay down"

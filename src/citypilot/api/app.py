@@ -32,9 +32,11 @@ from citypilot.runtime.infrastructure import Endpoints
 from . import problems
 from .context import AppContext
 from .problems import problem_response
-from .routes import alarms, assets, auth, catalog, field, health, ingest, journal, kpi, open311, requests, teams, twin, users
+from .routes import (alarms, assets, auth, catalog, field, health, ingest, journal, kpi, open311, requests, teams, transport,
+                     twin, users)
 from .routes import commands as command_routes
 from .routes import work_orders
+from .routes import lighting as lighting_routes
 from .routes import live as live_feed
 from .routes import ui as web_ui
 from .security import LoginThrottle, audit_routes
@@ -238,8 +240,9 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
     problems.install(app)
     # Routes are matched in order: the busiest public entry points (device batches, Open311) come first.
     routers = (health.router, ingest.router, open311.router, auth.router, catalog.router, assets.router, twin.router,
-               users.router, alarms.router, journal.router, live_feed.router, web_ui.router, kpi.router,
-               requests.router, work_orders.router, work_orders.links, teams.router, field.router, command_routes.router)
+               users.router, alarms.router, journal.router, live_feed.router, web_ui.router, kpi.router, transport.router,
+               requests.router, work_orders.router, work_orders.links, teams.router, field.router, command_routes.router,
+               lighting_routes.router)
     audit_routes(routers)
     for router in routers:
         app.include_router(router)

@@ -24,7 +24,9 @@ import json
 import os
 import platform
 import secrets
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -94,8 +96,10 @@ async def _run(cfg: Config, database_url: str, nats_url: str, singles: int, rate
         await service.import_file(pool, registry_bytes(city), "csv", actor="bench", source="bench", catalog=catalog,
                                   communes=communes)
         async with pool.connection() as conn:
-            await accounts.add_user(conn, "bench-operator", "operator", passwords["bench-operator"])
-            await accounts.add_user(conn, "bench-supervisor", "supervisor", passwords["bench-supervisor"])
+            await accounts.add_user(conn, "bench-operator", "operator", passwords["bench-operator"],
+                                    services=dict(catalog.services))
+            await accounts.add_user(conn, "bench-supervisor", "supervisor", passwords["bench-supervisor"],
+                                    services=dict(catalog.services))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYPILOT_")}
     env.update(CITYPILOT_DATABASE_URL=database_url, CITYPILOT_NATS_URL=nats_url, CITYPILOT_DATA_DIR=str(cfg.data_dir),
@@ -114,7 +118,8 @@ async def _run(cfg: Config, database_url: str, nats_url: str, singles: int, rate
         runner = Runner(sim, MqttTarget("127.0.0.1", cfg.mqtt_port, *mqtt_login(cfg.mqtt_port)))
         await runner.connect()
         simulating = asyncio.create_task(runner.run(3600))
-        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+        # Idle connections dropped before the server's 5 s keep-alive ends: a request never races its close.
+        async with httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(keepalive_expiry=2)) as http:
             tokens = {}
             for user, password in passwords.items():
                 r = await http.post("/api/v1/auth/login", json={"username": user, "password": password})
@@ -126,6 +131,9 @@ async def _run(cfg: Config, database_url: str, nats_url: str, singles: int, rate
             zone_figures = await _zone(http, tokens, results, lights[:zone])
         sim_stats = runner.stats
         simulating.cancel()
+    except BaseException:
+        _show_serve_log(cfg)
+        raise
     finally:
         if runner is not None:
             await runner.close(wait_s=5)
@@ -138,6 +146,14 @@ async def _run(cfg: Config, database_url: str, nats_url: str, singles: int, rate
     return {"benchmark": "commands", "assets": len(city.assets), "city_reported_s": reported_s, **single, **zone_figures,
             "simulator_messages": sim_stats.messages, "simulator_commands": sim_stats.commands,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
+
+
+def _show_serve_log(cfg: Config, lines: int = 60) -> None:
+    """The server's last words on stderr: the throw-away data directory goes with the stack."""
+    log_path = Path(cfg.data_dir) / "serve.log"
+    if log_path.exists():
+        tail = log_path.read_text(errors="replace").splitlines()[-lines:]
+        print("--- citypilot serve (last lines) ---", *tail, sep="\n", file=sys.stderr)
 
 
 async def _everything_reported(http: httpx.AsyncClient, headers: dict[str, str], at_least_s: float) -> float:
@@ -208,7 +224,7 @@ async def _zone(http: httpx.AsyncClient, tokens: dict[str, dict[str, str]], resu
     r = await http.post(f"/api/v1/commands/batches/{batch['id']}/approve", headers=supervisor)
     r.raise_for_status()
     approve_ms = (time.perf_counter() - approved) * 1000
-    ids = await _command_ids(http, operator, batch["id"])
+    ids = {i["id"] for i in await _items(http, operator, batch["id"]) if i["status"] != "refused"}
     within = await results.wait_for(ids, timeout=10 - (time.perf_counter() - approved))
     answered = [results.seen[cid][0] for cid in ids if cid in results.seen]
     all_s = (max(answered) - approved) if within and answered else None
@@ -223,17 +239,30 @@ async def _zone(http: httpx.AsyncClient, tokens: dict[str, dict[str, str]], resu
             "zone_all_acked_s": round(all_s, 2) if all_s is not None else None,
             "zone_p50_ms": _pct([(t - approved) * 1000 for t in answered], 0.5),
             "zone_p99_ms": _pct([(t - approved) * 1000 for t in answered], 0.99),
-            "zone_outcomes": outcomes, "zone_batch_counts": final.get("counts")}
+            "zone_outcomes": outcomes, "zone_batch_counts": final.get("counts"),
+            "zone_not_done_reasons": _reasons(await _items(http, operator, batch["id"]))}
 
 
-async def _command_ids(http: httpx.AsyncClient, headers: dict[str, str], batch_id: str) -> set[str]:
-    """The batch's commands that were sent (the refused ones never leave), paged by asset id."""
-    ids: set[str] = set()
+async def _items(http: httpx.AsyncClient, headers: dict[str, str], batch_id: str) -> list[dict[str, Any]]:
+    """The batch's per-asset commands, paged by asset id."""
+    items: list[dict[str, Any]] = []
     after: str | None = None
     while True:
         params: dict[str, Any] = {"limit": 5000, **({"after": after} if after else {})}
-        page = (await http.get(f"/api/v1/commands/batches/{batch_id}", headers=headers, params=params)).json()
-        ids.update(item["id"] for item in page["items"] if item["status"] != "refused")
-        if len(page["items"]) < 5000:
-            return ids
-        after = page["items"][-1]["asset_id"]
+        r = await http.get(f"/api/v1/commands/batches/{batch_id}", headers=headers, params=params)
+        r.raise_for_status()
+        page = r.json()["items"]
+        items += page
+        if len(page) < 5000:
+            return items
+        after = page[-1]["asset_id"]
+
+
+def _reasons(items: list[dict[str, Any]], top: int = 5) -> dict[str, int]:
+    """The commonest reasons the commands that were not done give (the device's answer)."""
+    counts: dict[str, int] = {}
+    for item in items:
+        if item["status"] != "done":
+            reason = str(item.get("reason") or item["status"])[:120]
+            counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:top])

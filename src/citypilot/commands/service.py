@@ -28,7 +28,7 @@ from citypilot.equipment.catalog import Catalog
 from citypilot.ingest import protocol
 from citypilot.journal import store as journal
 from citypilot.journal.entries import SYSTEM, NewEntry
-from citypilot.safety.interlocks import follow_up, refusal, with_defaults
+from citypilot.safety.interlocks import device_params, follow_up, refusal, with_defaults
 
 from . import store
 from .lifecycle import CommandError, after_confirmation, check_approve, check_cancel, check_confirm, first_state
@@ -36,6 +36,7 @@ from .policy import APPROVERS, check_params, check_role, check_service, command_
 
 log = logging.getLogger("citypilot.commands")
 _encode = msgspec.json.Encoder().encode
+ROUTE_SHOWN = 200
 RESULT_SUBJECT = "citypilot.command.result"   # after each committed set of answers: [{id, batch, asset, status}]
 PENDING_TTL_S = 15 * 60                      # a batch not confirmed or approved by then is cancelled
 SENT = Counter("citypilot_commands_sent_total", "Commands published to devices (first sends and retries)", ["attempt"])
@@ -48,6 +49,20 @@ class Settings:
     max_attempts: int = 3
     ttl_s: float = 60
     approval_threshold: int = 1000
+
+
+# Due follow-ups, taken once (FOR UPDATE SKIP LOCKED: one sweeper sends each), with the newest later
+# command of the same family to the asset that supersedes it, if any.
+_DUE_FOLLOW_UPS = """
+UPDATE commands c SET follow_up_done = true
+FROM (SELECT id FROM commands WHERE follow_up_at <= %s AND NOT follow_up_done ORDER BY follow_up_at LIMIT 500
+      FOR UPDATE SKIP LOCKED) d
+WHERE c.id = d.id
+RETURNING c.id, c.asset_id, c.kind, c.follow_up,
+    (SELECT n.id FROM commands n WHERE n.asset_id = c.asset_id AND n.created_at > c.created_at
+       AND n.command IN (c.command, c.follow_up->>'command') AND n.status IN ('sent', 'done')
+     ORDER BY n.created_at DESC LIMIT 1)
+"""
 
 
 def now() -> dt.datetime:
@@ -92,10 +107,13 @@ class Commands:
         sendable = sum(1 for r in rows if r[3] == "requested")
         approval = needs_approval(spec, sendable, self.settings.approval_threshold)
         confirm = needs_confirmation(spec, sendable)
-        return {"kind": kind_spec.name, "command": command, "params": clean, "assets": len(rows), "sendable": sendable,
-                "refused": [{"asset_id": r[1], "reason": r[4]} for r in rows if r[3] == "refused"],
-                "needs_confirmation": confirm and sendable > 0, "needs_approval": approval and sendable > 0,
-                "retry": spec.retry, "rows": rows}
+        out = {"kind": kind_spec.name, "command": command, "params": clean, "assets": len(rows), "sendable": sendable,
+               "refused": [{"asset_id": r[1], "reason": r[4]} for r in rows if r[3] == "refused"],
+               "needs_confirmation": confirm and sendable > 0, "needs_approval": approval and sendable > 0,
+               "retry": spec.retry, "rows": rows}
+        if selector.get("path"):
+            out["route"] = [r[1] for r in rows[:ROUTE_SHOWN]]  # the junctions in the order the vehicle meets them
+        return out
 
     async def request(self, who: Principal, *, command: str, selector: Mapping[str, Any], params: Mapping[str, Any],
                       reason: str, kind: str | None = None, idempotency_key: str | None = None,
@@ -150,7 +168,7 @@ class Commands:
 
     def _follow_up(self, kind: str, command: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
         then = follow_up(kind, command, params)
-        return {"command": then[0], "after_s": then[1]} if then else None
+        return {"command": then[0], "after_s": then[1], "params": then[2]} if then else None
 
     # --- confirming, approving, cancelling ---------------------------------------------------------
 
@@ -240,7 +258,8 @@ class Commands:
             return
         expires = batch["expires_at"].isoformat() if batch.get("expires_at") else None
         for command_id, asset_id, device_id in commands:
-            payload = {"id": command_id, "command": batch["command"], "params": batch["params"], "asset": asset_id}
+            payload = {"id": command_id, "command": batch["command"], "asset": asset_id,
+                       "params": device_params(batch["kind"], batch["command"], batch["params"])}
             if expires:
                 payload["expires_at"] = expires
             try:
@@ -316,16 +335,27 @@ class Commands:
         return out
 
     async def _follow_ups(self, conn: psycopg.AsyncConnection, at: dt.datetime) -> int:
-        """Send what the control centre does by itself once a command is done (bollards rise again)."""
+        """Send what the control centre does by itself once a command is done (bollards rise again).
+
+        A follow-up is superseded, and not sent, when the asset was sent the same command or the
+        follow-up's own since: bollards lowered again for longer must not rise at the first one's time,
+        a newer panel message is not cleared at the old one's expiry, a junction an operator put on
+        all-red since stays there."""
         async with conn.transaction():
-            rows = await (await conn.execute(
-                "UPDATE commands c SET follow_up_done = true FROM (SELECT id FROM commands WHERE follow_up_at <= %s "
-                "AND NOT follow_up_done ORDER BY follow_up_at LIMIT 500 FOR UPDATE SKIP LOCKED) d WHERE c.id = d.id "
-                "RETURNING c.id, c.asset_id, c.kind, c.follow_up", (at,))).fetchall()
+            rows = await (await conn.execute(_DUE_FOLLOW_UPS, (at,))).fetchall()
         system = Principal(SYSTEM, "admin", None)
-        for command_id, asset_id, kind, then in rows:
+        for command_id, asset_id, kind, then, newer in rows:
+            if newer is not None:
+                async with conn.transaction():
+                    await journal.append(conn, [NewEntry(at=now(), domain=self._domain(kind), type="command.follow_up_superseded",
+                                                         severity="info", asset_id=asset_id, actor=SYSTEM,
+                                                         summary=f"automatic {then['command']} of {asset_id} not sent: "
+                                                                 f"command {newer} came since",
+                                                         data={"command_id": command_id, "superseded_by": newer})])
+                continue
             try:
-                await self.request(system, command=then["command"], selector={"assets": [asset_id]}, params={},
+                await self.request(system, command=then["command"], selector={"assets": [asset_id]},
+                                   params=then.get("params") or {},
                                    reason=f"automatic {then['command']} {then['after_s']:g} s after command {command_id}",
                                    idempotency_key=f"follow-up-{command_id}", parent=command_id)
             except CommandError as exc:

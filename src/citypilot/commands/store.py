@@ -14,11 +14,13 @@ from typing import Any, Mapping, Sequence
 import psycopg
 from psycopg.types.json import Jsonb
 
+from citypilot.geo import paths
 from citypilot.safety.interlocks import AssetFacts
 
 from .lifecycle import CommandError
 
 MAX_TARGETS = 50_000
+PATH_WITHIN_M = 30.0  # a junction on the route: its stop lines within a street's width of the drawn path
 
 
 def new_id() -> str:
@@ -35,7 +37,7 @@ class Target:
 
 
 _TARGETS = """
-SELECT a.id, a.kind, a.status, a.service, a.reported_by, a.attributes, t.connectivity, t.values
+SELECT a.id, a.kind, a.status, a.service, a.reported_by, a.attributes, t.connectivity, t.values, a.lon, a.lat
 FROM assets a LEFT JOIN twin t ON t.asset_id = a.id
 WHERE {where}
 ORDER BY a.id
@@ -45,7 +47,9 @@ LIMIT %(limit)s
 
 async def targets(conn: psycopg.AsyncConnection, selector: Mapping[str, Any]) -> list[Target]:
     """The assets a selector names: ``assets`` (ids), or ``kind`` with optional ``communes``,
-    ``reported_by`` (a cabinet's lights), ``street_type`` and ``bbox`` [west, south, east, north]."""
+    ``reported_by`` (a cabinet's lights), ``street_type``, ``bbox`` [west, south, east, north] and
+    ``path`` [[lon, lat], ...] with ``within_m`` (the junctions along an emergency vehicle's route, in
+    the route's order; otherwise by id)."""
     where: list[str] = []
     params: dict[str, Any] = {"limit": MAX_TARGETS + 1}
     if selector.get("assets"):
@@ -67,14 +71,24 @@ async def targets(conn: psycopg.AsyncConnection, selector: Mapping[str, Any]) ->
         west, south, east, north = selector["bbox"]
         where.append("a.lon BETWEEN %(west)s AND %(east)s AND a.lat BETWEEN %(south)s AND %(north)s")
         params.update(west=west, south=south, east=east, north=north)
+    path = selector.get("path")
+    if path:
+        within = float(selector.get("within_m") or PATH_WITHIN_M)
+        margin_lat, margin_lon = within / 111_000 + 1e-4, within / 70_000 + 1e-4  # a little more than within_m
+        lons, lats = [p[0] for p in path], [p[1] for p in path]
+        where.append("a.lon BETWEEN %(p_west)s AND %(p_east)s AND a.lat BETWEEN %(p_south)s AND %(p_north)s")
+        params.update(p_west=min(lons) - margin_lon, p_east=max(lons) + margin_lon, p_south=min(lats) - margin_lat,
+                      p_north=max(lats) + margin_lat)
     if not where:
-        raise CommandError(422, "name the assets: assets, or a kind with communes, reported_by, street_type or bbox",
-                           field="targets")
+        raise CommandError(422, "name the assets: assets, or a kind with communes, reported_by, street_type, bbox "
+                                "or path", field="targets")
     rows = await (await conn.execute(_TARGETS.format(where=" AND ".join(where)), params)).fetchall()
+    if path:  # the assets along the route, in the order the route meets them
+        rows = [rows[i] for i, _ in paths.along(path, [r[-2] for r in rows], [r[-1] for r in rows], within)]
     if len(rows) > MAX_TARGETS:
         raise CommandError(422, f"more than {MAX_TARGETS} assets: narrow the selection", field="targets")
     out = []
-    for asset_id, kind, status, service, reported_by, attributes, connectivity, values in rows:
+    for asset_id, kind, status, service, reported_by, attributes, connectivity, values, _lon, _lat in rows:
         facts = AssetFacts(asset_id, kind, status, attributes or {}, connectivity, values or {})
         out.append(Target(facts, service, reported_by or asset_id))
     return out

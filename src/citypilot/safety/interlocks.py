@@ -78,8 +78,11 @@ def refusal(facts: AssetFacts, command: str, params: Mapping[str, Any]) -> str |
         if command == "switch" and params.get("state") == "off" and floor > 0:
             return f"a light with a safety floor of {floor:g} % ({where}) is never switched off from here"
     elif facts.kind == "traffic_controller":
+        if params.get("revert_after_s") is not None and params.get("mode") == "normal":
+            return "revert_after_s brings a junction back to normal after flashing amber or all-red, not after normal"
         try:
-            check_command(command, params, standard_plans(), bus_priority=bool(facts.attributes.get("bus_priority", True)))
+            check_command(command, device_params(facts.kind, command, params), standard_plans(),
+                          bus_priority=bool(facts.attributes.get("bus_priority", True)))
         except UnsafeCommand as exc:
             return str(exc)
         if command == "set_mode" and params.get("mode") == "normal" and facts.values.get("fault") == "conflict":
@@ -102,11 +105,26 @@ def with_defaults(kind: str, command: str, params: Mapping[str, Any]) -> dict[st
     return out
 
 
-def follow_up(kind: str, command: str, params: Mapping[str, Any]) -> tuple[str, float] | None:
-    """(command, after seconds) the control centre sends by itself once this one is done: bollards rise
-    again, an expiring panel message is cleared (the device does it too; this is the second line)."""
+# Parameters that tell the control centre what to do next, not the device: never sent to it.
+CONTROL_CENTRE_PARAMS: Mapping[tuple[str, str], frozenset[str]] = {
+    ("traffic_controller", "set_mode"): frozenset({"revert_after_s"}),
+}
+
+
+def device_params(kind: str, command: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters the device receives: the command's own, without the control centre's."""
+    ours = CONTROL_CENTRE_PARAMS.get((kind, command), frozenset())
+    return {k: v for k, v in params.items() if k not in ours}
+
+
+def follow_up(kind: str, command: str, params: Mapping[str, Any]) -> tuple[str, float, dict[str, Any]] | None:
+    """(command, after seconds, its parameters) the control centre sends by itself once this one is done:
+    bollards rise again, an expiring panel message is cleared (the device does it too; this is the
+    second line), a junction put on flashing amber for an emergency vehicle's passage goes back to normal."""
     if kind == "bollard_site" and command == "lower":
-        return "raise", float(params.get("duration_s", BOLLARD_DEFAULT_S))
+        return "raise", float(params.get("duration_s", BOLLARD_DEFAULT_S)), {}
     if kind == "information_panel" and command == "display" and params.get("duration_s"):
-        return "clear", float(params["duration_s"])
+        return "clear", float(params["duration_s"]), {}
+    if kind == "traffic_controller" and command == "set_mode" and params.get("revert_after_s"):
+        return "set_mode", float(params["revert_after_s"]), {"mode": "normal"}
     return None

@@ -1,7 +1,10 @@
 """Street lighting: cabinets switch their lights at dusk and dawn, dim them at night, and report for them.
 
 Each lighting cabinet is an MQTT gateway: one message carries its own readings and one per light on
-its circuits (see the protocol's gateway batch). Lamps and drivers fail at a yearly rate and are
+its circuits (see the protocol's gateway batch). Lights in "auto" (every cabinet's default) follow the domain's lighting policy
+(``citypilot.lighting.policy``): their street type's programme anchored on sunset and sunrise,
+presence detection on footpaths (a passer-by, now and then, lights them fully for a while), never below
+their safety floor. The clock-hour programmes below remain, as commands may apply them. Lamps and drivers fail at a yearly rate and are
 repaired some days later; a cabinet loses mains power now and then, and its lights go dark together.
 State is kept in numpy arrays (34,000 lights at scale 1, ten times more at scale 10): a tick costs a few
 vector operations, not a loop over every light.
@@ -14,6 +17,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from citypilot.lighting import policy
+
 from .city import City
 from .clock import local
 from .model import CommandRefused, Outgoing, Schedule, struck
@@ -25,8 +30,12 @@ LIGHT_REPAIR_MEAN_S = 5 * 86_400  # the lighting contractor's repair time, on av
 MAINS_FAULTS_PER_YEAR = 0.5       # per cabinet: one or two cabinets a day at Dijon's size
 MAINS_FAULT_MEAN_S = 3 * 3600
 FAULTS = ("none", "lamp_failure", "driver_failure")
-# Dimming programmes: (from hour, to hour, level %) windows of the night; full power otherwise.
+PRESENCE_PASSES_PER_HOUR = 3.0  # someone walks under a presence-detection light, on average, at night
+# Dimming programmes a command may apply: "auto" is the lighting policy by street type; the others are
+# (from hour, to hour, level %) windows of the night, full power otherwise.
+AUTO = "auto"
 PROGRAMMES: dict[str, list[tuple[float, float, float]]] = {
+    AUTO: [],
     "standard": [(22.0, 24.0, 50.0), (0.0, 5.0, 50.0)],
     "eco": [(21.0, 24.0, 40.0), (0.0, 6.0, 30.0)],
     "full": [],
@@ -53,7 +62,15 @@ class Lighting:
         self.cabinet_of = np.repeat(np.arange(len(cabinets)), self.counts)
         n, m = len(self.light_ids), len(cabinets)
         self.lamp_power = np.array([lights[i].attributes["lamp_power_w"] for i in self.light_ids])
-        self.floor = np.array([lights[i].attributes["safety_floor_pct"] for i in self.light_ids])
+        # Each light's policy profile (street type, floor, corridor, presence): a handful of distinct ones,
+        # so a tick asks the policy once per profile and spreads the answers with an index array.
+        profiles = [policy.light_profile(lights[i].attributes) for i in self.light_ids]
+        self.profiles = sorted(set(profiles), key=repr)
+        rank = {p: k for k, p in enumerate(self.profiles)}
+        self.profile_of = np.array([rank[p] for p in profiles], dtype=np.int32)
+        self.floor = np.array([p[1] for p in profiles], dtype=float)
+        self.presence = np.array([p[3] for p in profiles], dtype=bool)
+        self.presence_until = np.zeros(n)  # epoch seconds until which a passer-by keeps the light at full
         self.base_hours = rng.uniform(2_000, 30_000, n).round(1)  # installed over the last years
         self.fault = np.zeros(n, dtype=np.int8)
         self.repair_at = np.full(n, np.inf)
@@ -61,7 +78,7 @@ class Lighting:
         self.switch_override = np.zeros(n, dtype=np.int8)  # 0 follow the cabinet, 1 on, 2 off
         self.offset_s = rng.uniform(-420, 420, m)  # astronomical clocks and light sensors differ by minutes
         self.mode = ["auto"] * m
-        self.programme = ["standard"] * m
+        self.programme = [AUTO] * m
         self.mains_until = np.zeros(m)  # simulated epoch seconds until which the mains are out
         self.on_hours = np.zeros(m)
         self.energy_kwh = rng.uniform(10_000, 90_000, m).round(1)
@@ -99,8 +116,21 @@ class Lighting:
             level = next((lv for a, b, lv in windows if a <= hour < b), 100.0)
             if level != 100.0:
                 levels[[p == name for p in self.programme]] = level
-        level = np.maximum(levels[self.cabinet_of], self.floor)
-        level = np.where(np.isnan(self.dim_override), level, self.dim_override)
+        level = levels[self.cabinet_of]
+        auto = np.array([p == AUTO for p in self.programme], dtype=bool)[self.cabinet_of]
+        if auto.any():
+            detected = self.presence_until > now.timestamp()
+            planned = np.empty((len(self.profiles), 2))
+            for k, (street_type, floor, corridor, presence) in enumerate(self.profiles):
+                base = policy.programme_level(now, street_type, corridor)
+                for d in (0, 1):
+                    planned[k, d] = policy.adjusted_level(base, floor_pct=floor, presence_detection=presence,
+                                                          detected=bool(d))
+            level = np.where(auto, planned[self.profile_of, detected.astype(np.int8)], level)
+        level = np.maximum(level, self.floor)
+        # A commanded level holds (the interlocks refuse one below the floor; the driver's own minimum
+        # is the floor too, should a command get through some other way).
+        level = np.where(np.isnan(self.dim_override), level, np.maximum(self.dim_override, self.floor))
         lit = self.cabinet_on[self.cabinet_of] & (self.fault == 0)
         lit &= self.switch_override != 2  # switched off by command (on again: back to the cabinet's)
         self.level = np.where(lit, level, 0.0)
@@ -113,6 +143,10 @@ class Lighting:
         now_s = now.timestamp()
         self.on_hours += np.where(self.cabinet_on, elapsed_s / 3600.0, 0.0)
         self.energy_kwh += self.cabinet_power_kw * elapsed_s / 3600.0
+        if self.cabinet_on.any():  # passers-by under presence-detection lights, while they burn
+            walkers = np.flatnonzero(self.presence & self.cabinet_on[self.cabinet_of])
+            for i in struck(self.rng, walkers, PRESENCE_PASSES_PER_HOUR * 8766, elapsed_s):
+                self.presence_until[i] = now_s + policy.PRESENCE_HOLD_S
         working = np.flatnonzero(self.fault == 0)
         for code, rate in ((1, LAMP_FAILURES_PER_YEAR), (2, DRIVER_FAILURES_PER_YEAR)):
             for i in struck(self.rng, working, rate, elapsed_s):

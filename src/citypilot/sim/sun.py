@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from functools import lru_cache
 
-from astral import Observer
-from astral.sun import sun
+from citypilot.lighting.astro import DIJON
+from citypilot.lighting.astro import sunrise_sunset as _day
 
 from .clock import PARIS
 
-DIJON = Observer(latitude=47.3220, longitude=5.0415, elevation=245)
-
-
-@lru_cache(maxsize=64)
-def _day(date: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    times = sun(DIJON, date=date, tzinfo=PARIS)
-    return times["sunrise"], times["sunset"]
+__all__ = ["DIJON", "is_dark", "sunrise_sunset"]
 
 
 def sunrise_sunset(date: dt.date) -> tuple[dt.datetime, dt.datetime]:

@@ -3,7 +3,9 @@
 A controller runs its plan for the hour (night, morning peak, day, evening peak). Now and then a signal
 lamp goes out or a loop detector fails; more rarely a conflict makes it fall back to flashing amber (the
 controller's own safety reaction) until a technician resets it; sometimes its link drops and it goes
-silent. Junctions with bus priority count the requests the buses make, and how many were granted.
+silent. Junctions with bus priority count the requests the buses make, and how many were granted; each
+request is also reported as a ``bus_priority`` event naming the bus line, whether it was granted and the
+red wait it spared the bus, from which the control centre reports priority per line.
 
 Each junction runs a signal-group controller (``signals.py``) that is safe on its own: commands reach
 it, and it refuses what it must (a plan nobody checked, a signal group set by hand).
@@ -17,9 +19,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .city import City
-from citypilot.safety.junctions import four_arm_layout, standard_plans
+from citypilot.geo.paths import distances_m
+from citypilot.safety.junctions import Plan, four_arm_layout, standard_plans
 
+from .city import City, Route
 from .model import CommandRefused, Outgoing, Schedule, hours, struck
 from .signals import SignalController
 
@@ -31,6 +34,24 @@ LINK_LOSS_MEAN_S = 3600.0
 CONTROLLER_TICKS_PER_STEP = 4  # coarse ticks keep 113 controllers cheap at 30x; the guards stay exact
 _LAYOUT = four_arm_layout()
 _PLANS = standard_plans()
+LINE_WITHIN_M = 300.0  # a junction serves the bus lines passing this close (the lines are drawn, not surveyed)
+
+
+def lines_near(lon: float, lat: float, lines: list[Route], within_m: float = LINE_WITHIN_M) -> list[str]:
+    """The bus lines whose route passes within ``within_m`` of the point; the nearest one when none does
+    (a junction equipped for bus priority is on some line)."""
+    if not lines:
+        return []
+    distances = [float(distances_m(line.points, [lon], [lat])[0]) for line in lines]
+    near = [line.name for line, d in zip(lines, distances) if d <= within_m]
+    return near or [lines[int(np.argmin(distances))].name]
+
+
+def red_wait_s(plan: Plan, groups: frozenset[str]) -> float:
+    """The red a bus on the bus group waits when it just misses its green: the cycle less the group's
+    green. A granted hold lets the bus through before the green ends, so that is the time it saves."""
+    green = max((sum(d for _, d in plan.greens.get(g, ())) for g in groups), default=0.0)
+    return max(0.0, plan.cycle_s - green)
 
 
 def plan_for(hour: float, weekday: int) -> int:
@@ -54,6 +75,8 @@ class Junction:
     silent_until: float = 0.0
     forced: str | None = None  # mode set by a scenario (damaged by an accident, flooded)
     requests: int = 0
+    lines: list[str] = field(default_factory=list)  # the bus lines through the junction
+    last_event_ts: dt.datetime | None = None
 
     @property
     def mode(self) -> str:
@@ -69,7 +92,9 @@ class Traffic:
 
     def __init__(self, city: City, rng: np.random.Generator, start: dt.datetime) -> None:
         self.rng = rng
-        self.junctions = [Junction(a.id, bool(a.attributes["bus_priority"])) for a in city.of_kind("traffic_controller")]
+        self.junctions = [Junction(a.id, bool(a.attributes["bus_priority"]),
+                                   lines=lines_near(a.lon, a.lat, city.lines) if a.attributes["bus_priority"] else [])
+                          for a in city.of_kind("traffic_controller")]
         self.by_id = {j.id: j for j in self.junctions}
         self.schedule = Schedule({j.id: 60.0 for j in self.junctions})
         self.urgent: set[str] = set()
@@ -110,15 +135,34 @@ class Traffic:
                 self.urgent.add(j.id)
             j.controller.set_timetable(plan_for(hour, now.weekday()))
             j.controller.advance(elapsed_s, max_ticks=CONTROLLER_TICKS_PER_STEP)
-            if j.bus_priority and 6 <= hour < 22:
+            if j.bus_priority and j.lines and 6 <= hour < 22:
                 for _ in range(int(self.rng.poisson(12 * elapsed_s / 3600))):  # a dozen buses an hour by day
-                    j.requests += 1
-                    try:
-                        j.controller.command("bus_priority", {})
-                    except CommandRefused:
-                        pass  # red, or already served this cycle: the bus waits
+                    out.append(self._bus_request(j))
         self.schedule.silent = {j.id for j in self.junctions if j.silent_until > now_s}
         return out
+
+    def _bus_request(self, j: Junction) -> Outgoing:
+        """A bus of one of the junction's lines asks for priority; the controller grants it or not."""
+        j.requests += 1
+        line = j.lines[int(self.rng.integers(len(j.lines)))]
+        plan = j.controller.plans.get(j.controller.running)
+        try:
+            j.controller.command("bus_priority", {})
+            granted, why = True, None
+            saved = red_wait_s(plan, _LAYOUT.bus_groups) if plan is not None else 0.0
+        except CommandRefused as exc:
+            granted, why, saved = False, str(exc), 0.0  # red, or already served this cycle: the bus waits
+        # Device time, unique per request: the event's identity is (junction, time, code).
+        ts = dt.datetime.now(dt.timezone.utc)
+        ts = ts.replace(microsecond=ts.microsecond // 1000 * 1000)  # sent to the millisecond
+        if j.last_event_ts is not None and ts <= j.last_event_ts:
+            ts = j.last_event_ts + dt.timedelta(milliseconds=1)
+        j.last_event_ts = ts
+        data: dict[str, Any] = {"line": line, "granted": granted, "saved_s": round(saved, 1)}
+        if why:
+            data["refused"] = why
+        return Outgoing(j.id, "event", {"ts": ts.isoformat(timespec="milliseconds"), "code": "bus_priority",
+                                        "severity": "info", "data": data})
 
     def values(self, j: Junction) -> dict[str, Any]:
         mode = j.forced or j.mode

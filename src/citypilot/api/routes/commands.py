@@ -18,6 +18,7 @@ from citypilot.commands import store
 from citypilot.commands.lifecycle import BATCH_STATES, STATES, CommandError
 from citypilot.commands.service import Commands
 from citypilot.db.reading import reading
+from citypilot.geo import paths
 
 from ..context import AppContext, get_context
 from ..problems import Problem
@@ -36,6 +37,9 @@ class Targets(BaseModel):
     reported_by: str | None = Field(None, max_length=64, description="A gateway's assets (a cabinet's lights)")
     street_type: str | None = Field(None, max_length=40)
     bbox: tuple[float, float, float, float] | None = Field(None, description="west, south, east, north (WGS84)")
+    path: list[list[float]] | None = Field(None, description="A route as [[lon, lat], ...]: the assets along it, "
+                                                             "in its order (an emergency vehicle's way)")
+    within_m: float | None = Field(None, gt=0, le=500, description="How near the path (default 30 m)")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -61,15 +65,23 @@ def problem_of(exc: CommandError) -> Problem:
 
 
 def selector_of(body: Targets) -> dict[str, Any]:
-    selector = {k: v for k, v in body.model_dump(include={"assets", "communes", "reported_by", "street_type", "bbox"}).items()
+    selector = {k: v for k, v in body.model_dump(include={"assets", "communes", "reported_by", "street_type", "bbox",
+                                                          "path", "within_m"}).items()
                 if v is not None}
+    if "path" in selector:
+        try:
+            selector["path"] = paths.check_path(selector["path"])
+        except ValueError as exc:
+            raise Problem(422, f"path: {exc}", field="path") from None
+    elif "within_m" in selector:
+        raise Problem(422, "within_m goes with a path", field="within_m")
     if "bbox" in selector:
         west, south, east, north = selector["bbox"]
         if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
             raise Problem(422, "bbox: west < east and south < north, in degrees", field="bbox")
         selector["bbox"] = list(selector["bbox"])
     if "assets" not in selector and body.kind is None:
-        raise Problem(422, "a selection (communes, reported_by, street_type, bbox) needs a kind", field="kind")
+        raise Problem(422, "a selection (communes, reported_by, street_type, bbox, path) needs a kind", field="kind")
     return selector
 
 

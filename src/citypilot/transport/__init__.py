@@ -1,0 +1,1 @@
+"""Public transport seen from the control room: bus priority at the junctions."""
