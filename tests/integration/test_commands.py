@@ -409,3 +409,21 @@ def test_a_newer_command_supersedes_an_automatic_follow_up(city, devices):
     assert entry["data"]["superseded_by"] == batches[1]["items"][0]["id"]
     time.sleep(1)
     assert [c["command"] for c in device.received] == ["lower", "lower"], "the bollards stay down"
+
+
+def test_a_street_is_named_without_its_numbers(city):
+    made = []
+    for suffix, address in (("SL-M1", "3 rue Monge, Dijon"), ("SL-M2", "12 bis Rue Monge, Dijon"),
+                            ("SL-C1", "3 rue Chabot-Charny, Dijon")):
+        r = city.client.post("/api/v1/assets", headers=city.headers(), json={
+            "id": city.id(suffix), "kind": "street_light", "name": suffix, "lat": 47.3220, "lon": 5.0415,
+            "address": address, "attributes": {"street_type": "commercial"}})
+        assert r.status_code == 201, r.text
+        made.append(city.id(suffix))
+    body = {"command": "dim", "kind": "street_light", "street": " rue monge", "params": {"level_pct": 60},
+            "communes": ["21231"]}
+    preview = city.client.post("/api/v1/commands/preview", json=body, headers=city.headers("operator"))
+    assert preview.status_code == 200, preview.text
+    ours = {r["asset_id"] for r in preview.json()["refused"]} & set(made)
+    assert ours == set(made[:2]), "both numbers of rue Monge, not rue Chabot-Charny"
+    assert all("never reported" in r["reason"] for r in preview.json()["refused"] if r["asset_id"] in ours)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from citypilot.lighting import energy, policy
 from citypilot.lighting.astro import PARIS, sunrise_sunset
 from citypilot.sim.city import build_city
-from citypilot.sim.lighting import Lighting
+from citypilot.sim.lighting import Lighting, street_activity
 
 STREET_TYPES = [*policy.PROGRAMMES, "crossing", "stairs", None]
 moments = st.datetimes(min_value=dt.datetime(2024, 1, 1), max_value=dt.datetime(2030, 12, 31),
@@ -202,13 +202,26 @@ def test_the_simulated_lights_follow_the_policy_and_never_go_below_their_floor(c
         attrs = lights[lighting.light_ids[i]].attributes
         street_type, floor, corridor, presence = policy.light_profile(attrs)
         detected = lighting.presence_until[i] > moment.timestamp()
+        activity = street_activity(moment) if attrs.get("adaptive_dimming") else None
         expected = policy.planned_level(moment, street_type, floor_pct=floor, presence_detection=presence,
-                                        since_detection_s=0.0 if detected else None, corridor=corridor)
+                                        since_detection_s=0.0 if detected else None, corridor=corridor,
+                                        activity=activity)
         assert lighting.level[i] == expected
+    # late at night, lights with a traffic counter burn below their programme; corridors low
+    kinds = {k: np.array([lights[i].attributes.get(k) is True for i in lighting.light_ids]) for k in
+             ("adaptive_dimming", "ecological_corridor")}
+    commercial = np.array([lights[i].attributes["street_type"] == "commercial" for i in lighting.light_ids])
+    assert kinds["adaptive_dimming"].any() and kinds["ecological_corridor"].any()
+    busy_floor = lighting.floor[commercial & lit]
+    assert (lighting.level[commercial & lit] < 60.0).all() and (lighting.level[commercial & lit] >= busy_floor).all()
+    corridors = kinds["ecological_corridor"] & lit
+    still = corridors & ~lighting.presence
+    assert still.any() and set(np.unique(lighting.level[still])) == {20.0}, "after the first hour, corridors burn at 20 %"
+    assert set(np.unique(lighting.level[corridors & lighting.presence])) <= {10.0, 100.0}, "footpaths idle lower"
     # a night of passers-by: some footpath lights at full, the rest idle at their floor
     lighting.advance(moment + dt.timedelta(minutes=1), 60)
     footpaths = lighting.presence & lighting.lit
-    assert set(np.unique(lighting.level[footpaths])) <= {30.0, 100.0}
+    assert set(np.unique(lighting.level[footpaths])) <= {10.0, 30.0, 100.0}  # idle at the floor: 10 % on corridors
     assert 0 < (lighting.level[footpaths] == 100.0).sum() < footpaths.sum() / 10
     # a named programme still applies by command, and a dim below the floor is held at the floor
     cab = lighting.cabinet_ids[0]

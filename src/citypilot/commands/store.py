@@ -20,6 +20,10 @@ from citypilot.safety.interlocks import AssetFacts
 from .lifecycle import CommandError
 
 MAX_TARGETS = 50_000
+# The street an asset stands on, without house number or commune: the sheet's ``street`` attribute, else
+# its address ("12 bis rue Monge, Dijon" -> "rue Monge").
+STREET_NAME_SQL = ("coalesce(nullif(a.attributes->>'street', ''), btrim(split_part(regexp_replace(coalesce(a.address, ''), "
+                   "'^\\s*\\d+\\s*(bis|ter|quater)?\\s*,?\\s*', '', 'i'), ',', 1)))")
 PATH_WITHIN_M = 30.0  # a junction on the route: its stop lines within a street's width of the drawn path
 
 
@@ -47,7 +51,8 @@ LIMIT %(limit)s
 
 async def targets(conn: psycopg.AsyncConnection, selector: Mapping[str, Any]) -> list[Target]:
     """The assets a selector names: ``assets`` (ids), or ``kind`` with optional ``communes``,
-    ``reported_by`` (a cabinet's lights), ``street_type``, ``bbox`` [west, south, east, north] and
+    ``reported_by`` (a cabinet's lights), ``street`` (its name, without number or commune: "rue Monge"),
+    ``street_type``, ``bbox`` [west, south, east, north] and
     ``path`` [[lon, lat], ...] with ``within_m`` (the junctions along an emergency vehicle's route, in
     the route's order; otherwise by id)."""
     where: list[str] = []
@@ -64,6 +69,9 @@ async def targets(conn: psycopg.AsyncConnection, selector: Mapping[str, Any]) ->
     if selector.get("reported_by"):
         where.append("a.reported_by = %(reported_by)s")
         params["reported_by"] = selector["reported_by"]
+    if selector.get("street"):
+        where.append(f"lower({STREET_NAME_SQL}) = lower(%(street)s)")
+        params["street"] = selector["street"].strip()
     if selector.get("street_type"):
         where.append("a.attributes->>'street_type' = %(street_type)s")
         params["street_type"] = selector["street_type"]
@@ -80,8 +88,8 @@ async def targets(conn: psycopg.AsyncConnection, selector: Mapping[str, Any]) ->
         params.update(p_west=min(lons) - margin_lon, p_east=max(lons) + margin_lon, p_south=min(lats) - margin_lat,
                       p_north=max(lats) + margin_lat)
     if not where:
-        raise CommandError(422, "name the assets: assets, or a kind with communes, reported_by, street_type, bbox "
-                                "or path", field="targets")
+        raise CommandError(422, "name the assets: assets, or a kind with communes, reported_by, street, street_type, "
+                                "bbox or path", field="targets")
     rows = await (await conn.execute(_TARGETS.format(where=" AND ".join(where)), params)).fetchall()
     if path:  # the assets along the route, in the order the route meets them
         rows = [rows[i] for i, _ in paths.along(path, [r[-2] for r in rows], [r[-1] for r in rows], within)]

@@ -13,6 +13,7 @@ devices the simulator runs match exactly.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -21,6 +22,7 @@ import numpy as np
 from citypilot.geo.communes import Communes, metropole
 
 CENTRE = (5.0415, 47.3220)  # place de la Libération, Dijon (lon, lat)
+ADAPTIVE_STREETS = ("bypass", "commercial")  # streets with a traffic counter: their lights dim with the traffic
 M_PER_DEG_LAT = 111_320.0
 M_PER_DEG_LON = M_PER_DEG_LAT * math.cos(math.radians(CENTRE[1]))
 MAX_SCALE = 50
@@ -257,6 +259,11 @@ def _lighting(city_assets: list[SimAsset], lights_of: dict[str, list[str]], coun
             lon[still], lat[still] = clon, clat  # at the very border: on the cabinet's own spot, inside
         street_type = str(rng.choice(["residential", "residential", "commercial", "bypass", "pedestrian"]))
         power = {"residential": 39.0, "commercial": 52.0, "bypass": 70.0, "pedestrian": 25.0}[street_type]
+        # One in twelve housing or footpath circuits outside Dijon runs along a green or blue belt (the
+        # Ouche, the Suzon, the combes): chosen from the cabinet's id, not the random stream, so that the
+        # rest of the city stays the same for a seed.
+        corridor = (street_type in ("residential", "pedestrian") and commune != "Dijon"
+                    and zlib.crc32(cab_id.encode()) % 12 == 0)
         ids = []
         for i in range(n):
             light_no += 1
@@ -268,8 +275,9 @@ def _lighting(city_assets: list[SimAsset], lights_of: dict[str, list[str]], coun
                 manufacturer="Comatelec", model="Ampera", installed_on="2019-03-15",
                 attributes={"lamp_power_w": power, "lamp_technology": "LED", "pre_led_power_w": power * 2.6,
                             "pole_height_m": 8.0 if street_type != "pedestrian" else 4.5, "street_type": street_type,
-                            "safety_floor_pct": 30.0 if street_type != "bypass" else 50.0,
-                            "presence_detection": street_type == "pedestrian"}))
+                            "safety_floor_pct": 10.0 if corridor else 30.0 if street_type != "bypass" else 50.0,
+                            "presence_detection": street_type == "pedestrian",
+                            "adaptive_dimming": street_type in ADAPTIVE_STREETS, "ecological_corridor": corridor}))
         lights_of[cab_id] = ids
 
 

@@ -3,8 +3,10 @@
 Each lighting cabinet is an MQTT gateway: one message carries its own readings and one per light on
 its circuits (see the protocol's gateway batch). Lights in "auto" (every cabinet's default) follow the domain's lighting policy
 (``citypilot.lighting.policy``): their street type's programme anchored on sunset and sunrise,
-presence detection on footpaths (a passer-by, now and then, lights them fully for a while), never below
-their safety floor. The clock-hour programmes below remain, as commands may apply them. Lamps and drivers fail at a yearly rate and are
+presence detection on footpaths (a passer-by, now and then, lights them fully for a while),
+traffic-adaptive dimming where a street has a counter (``adaptive_dimming``: down to half the
+programme's level when traffic is low, following ``TRAFFIC_PROFILE``), the low-intensity programme on
+ecological corridors, never below their safety floor. The clock-hour programmes below remain, as commands may apply them. Lamps and drivers fail at a yearly rate and are
 repaired some days later; a cabinet loses mains power now and then, and its lights go dark together.
 State is kept in numpy arrays (34,000 lights at scale 1, ten times more at scale 10): a tick costs a few
 vector operations, not a loop over every light.
@@ -31,6 +33,19 @@ MAINS_FAULTS_PER_YEAR = 0.5       # per cabinet: one or two cabinets a day at Di
 MAINS_FAULT_MEAN_S = 3 * 3600
 FAULTS = ("none", "lamp_failure", "driver_failure")
 PRESENCE_PASSES_PER_HOUR = 3.0  # someone walks under a presence-detection light, on average, at night
+# Traffic through the day on a street with a counter, as a share of its busiest hour (hour 0 to 23): the
+# usual two-peak urban profile. Lights with ``adaptive_dimming`` dim further when it is low.
+TRAFFIC_PROFILE = (0.22, 0.14, 0.09, 0.07, 0.08, 0.2, 0.5, 0.9, 1.0, 0.8, 0.7, 0.72,
+                   0.75, 0.72, 0.7, 0.75, 0.85, 1.0, 0.95, 0.75, 0.55, 0.45, 0.38, 0.3)
+
+
+def street_activity(now: dt.datetime) -> float:
+    """The street's traffic at ``now`` (0..1), interpolated between the profile's hours."""
+    here = local(now)
+    hour = here.hour + here.minute / 60
+    k = int(hour) % 24
+    f = hour - int(hour)
+    return TRAFFIC_PROFILE[k] * (1 - f) + TRAFFIC_PROFILE[(k + 1) % 24] * f
 # Dimming programmes a command may apply: "auto" is the lighting policy by street type; the others are
 # (from hour, to hour, level %) windows of the night, full power otherwise.
 AUTO = "auto"
@@ -70,6 +85,7 @@ class Lighting:
         self.profile_of = np.array([rank[p] for p in profiles], dtype=np.int32)
         self.floor = np.array([p[1] for p in profiles], dtype=float)
         self.presence = np.array([p[3] for p in profiles], dtype=bool)
+        self.adaptive = np.array([lights[i].attributes.get("adaptive_dimming") is True for i in self.light_ids], dtype=bool)
         self.presence_until = np.zeros(n)  # epoch seconds until which a passer-by keeps the light at full
         self.base_hours = rng.uniform(2_000, 30_000, n).round(1)  # installed over the last years
         self.fault = np.zeros(n, dtype=np.int8)
@@ -120,13 +136,16 @@ class Lighting:
         auto = np.array([p == AUTO for p in self.programme], dtype=bool)[self.cabinet_of]
         if auto.any():
             detected = self.presence_until > now.timestamp()
-            planned = np.empty((len(self.profiles), 2))
+            activity = street_activity(now)
+            # [profile, detected, adaptive]: the policy asked once per combination, not per light
+            planned = np.empty((len(self.profiles), 2, 2))
             for k, (street_type, floor, corridor, presence) in enumerate(self.profiles):
                 base = policy.programme_level(now, street_type, corridor)
                 for d in (0, 1):
-                    planned[k, d] = policy.adjusted_level(base, floor_pct=floor, presence_detection=presence,
-                                                          detected=bool(d))
-            level = np.where(auto, planned[self.profile_of, detected.astype(np.int8)], level)
+                    for a in (0, 1):
+                        planned[k, d, a] = policy.adjusted_level(base, floor_pct=floor, presence_detection=presence,
+                                                                 detected=bool(d), activity=activity if a else None)
+            level = np.where(auto, planned[self.profile_of, detected.astype(np.int8), self.adaptive.astype(np.int8)], level)
         level = np.maximum(level, self.floor)
         # A commanded level holds (the interlocks refuse one below the floor; the driver's own minimum
         # is the floor too, should a command get through some other way).

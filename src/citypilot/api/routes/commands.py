@@ -35,6 +35,8 @@ class Targets(BaseModel):
     assets: list[str] | None = Field(None, min_length=1, max_length=store.MAX_TARGETS)
     communes: list[str] | None = Field(None, min_length=1, max_length=40)
     reported_by: str | None = Field(None, max_length=64, description="A gateway's assets (a cabinet's lights)")
+    street: str | None = Field(None, min_length=2, max_length=200, description="A street's name, without number "
+                                                                             "(with communes if it runs through several)")
     street_type: str | None = Field(None, max_length=40)
     bbox: tuple[float, float, float, float] | None = Field(None, description="west, south, east, north (WGS84)")
     path: list[list[float]] | None = Field(None, description="A route as [[lon, lat], ...]: the assets along it, "
@@ -65,8 +67,8 @@ def problem_of(exc: CommandError) -> Problem:
 
 
 def selector_of(body: Targets) -> dict[str, Any]:
-    selector = {k: v for k, v in body.model_dump(include={"assets", "communes", "reported_by", "street_type", "bbox",
-                                                          "path", "within_m"}).items()
+    selector = {k: v for k, v in body.model_dump(include={"assets", "communes", "reported_by", "street", "street_type",
+                                                          "bbox", "path", "within_m"}).items()
                 if v is not None}
     if "path" in selector:
         try:
@@ -81,7 +83,7 @@ def selector_of(body: Targets) -> dict[str, Any]:
             raise Problem(422, "bbox: west < east and south < north, in degrees", field="bbox")
         selector["bbox"] = list(selector["bbox"])
     if "assets" not in selector and body.kind is None:
-        raise Problem(422, "a selection (communes, reported_by, street_type, bbox, path) needs a kind", field="kind")
+        raise Problem(422, "a selection (communes, reported_by, street, street_type, bbox, path) needs a kind", field="kind")
     return selector
 
 
