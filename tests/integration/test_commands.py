@@ -375,6 +375,9 @@ def test_a_route_of_junctions_goes_to_flashing_amber_and_back(city, devices):
         assert back[0]["command"] == "set_mode"
     history = city.client.get("/api/v1/commands", params={"asset": middle}, headers=city.headers()).json()["items"]
     assert [(c["command"], c["params"]["mode"]) for c in history][:2] == [("set_mode", "normal"), ("set_mode", "flashing_amber")]
+    # the asset's history says who asked and why: the control centre for the way back, the operator first
+    assert history[0]["requested_by"] == "system" and "after command" in history[0]["requested_reason"]
+    assert history[1]["requested_by"] != "system" and history[1]["requested_reason"] == "ambulance to the CHU"
 
     assert "not after normal" in problem(ask(city, command="set_mode", assets=[west],
                                              params={"mode": "normal", "revert_after_s": 60}), 409)["detail"]

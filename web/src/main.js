@@ -429,7 +429,7 @@ async function startApp(user) {
   phase("store");
 
   app.marks = new AlarmMarks(() => app.store);
-  app.sheet = new AssetSheet({ root: $("#sheet"), kinds: () => app.kinds, communeName,
+  app.sheet = new AssetSheet({ root: $("#sheet"), kinds: () => app.kinds, communeName, user: () => app.user,
     onClose: () => { app.layers.select(null); commitLayers(); },
     interventions: {
       alarmsOf: (assetId) => [...app.alarms.alarms.values()].filter((a) => a.asset_id === assetId && !a.parent_id),

@@ -1,11 +1,12 @@
 // The asset's identity sheet, beside the map: who it is (attributes), how it is now (the live twin,
 // kept current from the feed), what happened to it (its journal), a chart of one telemetry value over
-// the last 24 hours, and the commands its kind allows (sent from a later version: shown disabled).
+// the last 24 hours, and the commands its kind allows with the asset's recent ones (sheet-commands.js).
 
 import { api, query } from "./api.js";
 import { drawChart } from "./chart.js";
 import { fill, h } from "./dom.js";
 import { formatNumber, formatTime, lang, t } from "./i18n.js";
+import { SheetCommands } from "./sheet-commands.js";
 
 const CHART_HOURS = 24;
 const CHART_BUCKET = "30min";
@@ -24,8 +25,9 @@ function rows(pairs) {
 }
 
 export class AssetSheet {
-  constructor({ root, kinds, communeName, onClose, interventions }) {
+  constructor({ root, kinds, communeName, onClose, interventions, user }) {
     this.root = root;
+    this.user = user || (() => null); // () => {username, role, service}: who may send which command
     // {alarmsOf(id), ordersOf(id), canOpenOrder(), onWorkOrder(alarm), onOpenOrder(id)}: the asset's open
     // alarms, each with a button that opens its work order, and the asset's open work orders.
     this.interventions = interventions || null;
@@ -39,6 +41,7 @@ export class AssetSheet {
     this.metric = null;
     this.returnFocus = null;
     this.openToken = 0;
+    this.commands = null; // the SheetCommands of the asset shown
   }
 
   get isOpen() {
@@ -54,6 +57,8 @@ export class AssetSheet {
     this.history = [];
     this.ownAlarms = new Map(); // the asset's open alarms, whatever the alarm list's filters
     this.metric = null;
+    this.commands?.destroy();
+    this.commands = null;
     this.root.dataset.asset = assetId;
     this.root.hidden = false;
     this._skeleton(assetId);
@@ -71,6 +76,7 @@ export class AssetSheet {
       this.asset = asset;
       this.state = twin.state;
       this.history = journal.items || [];
+      this.commands = new SheetCommands({ asset, spec: this._spec(), user: this.user });
       this.render();
       this._loadChart(token);
     } catch (err) {
@@ -83,6 +89,8 @@ export class AssetSheet {
   close() {
     if (!this.isOpen) return;
     this.openToken++;
+    this.commands?.destroy();
+    this.commands = null;
     this.root.hidden = true;
     this.assetId = null;
     delete this.root.dataset.asset;
@@ -127,7 +135,8 @@ export class AssetSheet {
         h("h3", null, t("sheet_interventions")), h("div", { class: "interventions-box" }, this._interventionsView())) : null,
       h("section", { class: "sheet-section chart-section" }, h("h3", null, t("sheet_chart")), this._chartControls(spec),
         h("div", { class: "chart-box" })),
-      h("section", { class: "sheet-section" }, h("h3", null, t("sheet_commands")), this._commands(spec)),
+      h("section", { class: "sheet-section", dataset: { testid: "sheet-commands" } }, h("h3", null, t("sheet_commands")),
+        this.commands ? this.commands.view() : h("p", { class: "muted" }, "—")),
       attributes.length ? h("section", { class: "sheet-section" }, h("h3", null, t("sheet_attributes")),
         rows(attributes.map(([k, v]) => [spec?.attributes?.[k]?.label || k, withUnit(v, spec?.attributes?.[k])]))) : null,
       h("section", { class: "sheet-section" }, h("h3", null, t("sheet_history")), h("div", { class: "history-box" }, this._historyView())),
@@ -183,15 +192,6 @@ export class AssetSheet {
   refreshInterventions() {
     if (!this.asset || !this.interventions) return;
     this.root.querySelector(".interventions-box")?.replaceChildren(this._interventionsView());
-  }
-
-  _commands(spec) {
-    const commands = Object.entries(spec?.commands || {});
-    if (!commands.length) return h("p", { class: "muted" }, "—");
-    return h("div", { class: "commands" }, commands.map(([name, c]) => h("button", {
-      type: "button", class: "command", disabled: true, "aria-disabled": "true", title: t("commands_later"),
-      dataset: { command: name },
-    }, c.label || name)), h("p", { class: "muted small" }, t("commands_later")));
   }
 
   _historyView() {
@@ -257,6 +257,7 @@ export class AssetSheet {
     if (!this.asset || entry.asset_id !== this.assetId) return;
     this.history.unshift(entry);
     this.history.length = Math.min(this.history.length, 50);
+    if (entry.type.startsWith("command.")) this.commands?.scheduleHistory(); // one of its commands moved on
     if (entry.type.startsWith("connectivity.") && this.state) this.state.connectivity = entry.type.slice("connectivity.".length);
     if (entry.type.startsWith("alarm.") && entry.alarm_id != null && entry.data && entry.data.state) {
       const known = this.ownAlarms.get(entry.alarm_id);

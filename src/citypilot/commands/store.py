@@ -157,23 +157,31 @@ COMMAND_COLUMNS = ("id, batch_id, asset_id, device_id, kind, command, params, st
 
 async def commands_of(conn: psycopg.AsyncConnection, *, batch_id: str | None = None, asset_id: str | None = None,
                       status: str | None = None, limit: int = 100, after: str | None = None) -> list[dict[str, Any]]:
+    """A batch's commands (by asset id), or commands newest first; outside a batch each one says who
+    asked and why (``requested_by``, ``requested_reason``: its batch's), for an asset's history."""
     where, params = [], []
     if batch_id is not None:
-        where.append("batch_id = %s")
+        where.append("c.batch_id = %s")
         params.append(batch_id)
     if asset_id is not None:
-        where.append("asset_id = %s")
+        where.append("c.asset_id = %s")
         params.append(asset_id)
     if status is not None:
-        where.append("status = %s")
+        where.append("c.status = %s")
         params.append(status)
-    order = "asset_id, id" if batch_id is not None else "created_at DESC, id"
+    order = "c.asset_id, c.id" if batch_id is not None else "c.created_at DESC, c.id"
     if after is not None and batch_id is not None:
-        where.append("asset_id > %s")
+        where.append("c.asset_id > %s")
         params.append(after)
-    sql = (f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {' AND '.join(where) or 'true'} ORDER BY {order} LIMIT %s")
+    columns = COMMAND_COLUMNS.split(", ")
+    select = ", ".join(f"c.{name}" for name in columns)
+    if batch_id is None:
+        select += ", b.requested_by, b.reason"
+        columns += ["requested_by", "requested_reason"]
+    sql = (f"SELECT {select} FROM commands c {'' if batch_id is not None else 'JOIN command_batches b ON b.id = c.batch_id'} "
+           f"WHERE {' AND '.join(where) or 'true'} ORDER BY {order} LIMIT %s")
     rows = await (await conn.execute(sql, (*params, limit))).fetchall()
-    return [dict(zip(COMMAND_COLUMNS.split(", "), r)) for r in rows]
+    return [dict(zip(columns, r)) for r in rows]
 
 
 async def mark_sent(conn: psycopg.AsyncConnection, batch_id: str, now: dt.datetime, ack_timeout_s: float,
