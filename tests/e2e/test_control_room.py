@@ -8,6 +8,7 @@ The module's assets are in Talant (INSEE 21617), away from the Dijon assets of t
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import subprocess
@@ -256,13 +257,28 @@ def test_an_operator_does_not_receive_public_safety_assets(control_room, scene):
 
 
 def test_the_kpi_board_opens(control_room, scene):
+    # the junction's buses asked for priority: two requests of a line of this test's own, one granted
+    line = f"{scene.city.uid}-L9"
+    t0 = utcnow() - dt.timedelta(minutes=10)
+    off_thread(scene.city.publish, [(scene.junction, "event", json.dumps({
+        "ts": (t0 + dt.timedelta(seconds=k)).isoformat(), "code": "bus_priority",
+        "data": {"line": line, "granted": k == 0, "saved_s": 42.0 if k == 0 else 0}}).encode()) for k in range(2)])
+    expect(lambda: any(r["line"] == line for r in scene.city.client.get(
+        "/api/v1/kpi/bus-priority", headers=scene.city.headers()).json()["lines"]), "the requests counted")
     room = control_room("operator")
     board = room.page.locator('[data-testid="kpi-board"]')
     room.page.locator('[data-testid="kpi-toggle"]').click()
     board.wait_for(state="visible")
     assert board.inner_text().strip(), "the KPI board is empty"
-    for card in ("kpi-availability-domain", "kpi-alarms", "kpi-mtta", "kpi-energy"):
+    for card in ("kpi-availability-domain", "kpi-alarms", "kpi-mtta", "kpi-energy", "kpi-lighting-goal",
+                 "kpi-bus-priority"):
         room.page.locator(f'[data-testid="{card}"]').wait_for(state="visible")
+    goal = room.page.locator('[data-testid="kpi-lighting-goal"]').inner_text()
+    assert "65" in goal, goal  # the contract's goal is shown
+    row = room.page.locator(f'[data-testid="kpi-bus-row"][data-line="{line}"]')
+    row.wait_for(state="visible")
+    cells = row.locator("td").all_inner_texts()
+    assert cells[0] == "2" and cells[1].replace("\u202f", " ").startswith("50"), cells
     room.check_no_page_errors()
 
 

@@ -1,5 +1,6 @@
 // The KPI board: equipment availability by domain and by commune (from the twin summary), open
-// alarms by severity and domain, and the mean time to acknowledge (from the alarm statistics).
+// alarms by severity and domain, and the mean time to acknowledge (from the alarm statistics); the
+// lighting saving against the contract's goal and bus priority per line (kpi-operations.js).
 // Availability is the share of online assets among those that report (never-heard-from ones apart).
 
 import { api, limited, query } from "./api.js";
@@ -7,6 +8,7 @@ import { h } from "./dom.js";
 import { formatDuration, formatNumber, t } from "./i18n.js";
 import { SEVERITY_LEVELS } from "./alarms.js";
 import { interventionCards } from "./kpi-interventions.js";
+import { busPriorityCard, lightingGoalCard } from "./kpi-operations.js";
 
 const REFRESH_MS = 30000;
 
@@ -73,14 +75,16 @@ export class KpiBoard {
   async refresh() {
     try {
       const communes = this.communes();
-      const [summary, stats, perCommune, energy, works] = await Promise.all([
+      const [summary, stats, perCommune, energy, works, month, buses] = await Promise.all([
         api("/api/v1/twin/summary"),
         api("/api/v1/alarms/stats"),
         limited(communes.map((c) => () => api(`/api/v1/twin/summary${query({ commune: c.insee })}`)), 4),
         api("/api/v1/kpi/lighting-energy"),
         api("/api/v1/kpi/interventions").catch(() => null), // a role that reads no work orders: no such cards
+        api("/api/v1/kpi/lighting-energy/monthly").catch(() => null),
+        api("/api/v1/kpi/bus-priority").catch(() => null),
       ]);
-      this.data = { summary, stats, perCommune, energy, works, error: null };
+      this.data = { summary, stats, perCommune, energy, works, month, buses, error: null };
     } catch (err) {
       this.data = { ...(this.data || {}), error: err.detail || err.message };
     }
@@ -102,12 +106,14 @@ export class KpiBoard {
       body.replaceChildren(h("p", { class: "muted" }, t("kpi_loading")));
       return;
     }
-    const { summary, stats, perCommune, energy, works, error } = this.data;
+    const { summary, stats, perCommune, energy, works, month, buses, error } = this.data;
     const parts = [];
     if (error) parts.push(h("p", { class: "error", role: "alert" }, `${t("error")}: ${error}`));
     if (summary) parts.push(this._domains(summary), this._communes(perCommune || []));
     if (stats) parts.push(this._alarms(stats), this._mtta(stats));
     if (energy) parts.push(this._energy(energy));
+    if (month) parts.push(lightingGoalCard(month));
+    if (buses) parts.push(busPriorityCard(buses));
     if (works && this.interventions) parts.push(...interventionCards(works, this.interventions));
     body.replaceChildren(...parts);
   }
