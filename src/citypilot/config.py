@@ -94,6 +94,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("commands_max_attempts", int, 3, "...up to this many times in all (if its kind allows), then it has timed out."),
     Setting("commands_ttl_s", int, 60, "A command not carried out this long after it was authorised has expired."),
     Setting("commands_approval_threshold", int, 1000, "A batch to more assets than this needs a second person's approval."),
+    Setting("lighting_rollup_every_s", int, 600, "Seconds between passes of the daily per-light energy roll-up "
+                                                 "(the monthly KPI by street); 0 = not in this process."),
     Setting("log_level", str, "info", "debug, info, warning or error."),
     Setting("log_format", str, "json", "json (one JSON object per line) or console."),
 )
@@ -148,6 +150,7 @@ class Config:
     commands_max_attempts: int
     commands_ttl_s: int
     commands_approval_threshold: int
+    lighting_rollup_every_s: int
     log_level: str
     log_format: str
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -312,6 +315,9 @@ def load_config(
         raise ConfigError(f"{origin('commands_ttl_s')}: from the ack timeout to 86400 seconds, got {values['commands_ttl_s']}")
     if not 1 <= values["commands_approval_threshold"] <= 1_000_000:
         raise ConfigError(f"{origin('commands_approval_threshold')}: 1 to 1000000 assets, got {values['commands_approval_threshold']}")
+    if values["lighting_rollup_every_s"] and not 10 <= values["lighting_rollup_every_s"] <= 86_400:
+        raise ConfigError(f"{origin('lighting_rollup_every_s')}: 0 (off) or 10 to 86400 seconds, "
+                          f"got {values['lighting_rollup_every_s']}")
     if values["dispatch_routing_url"] is not None and urlsplit(values["dispatch_routing_url"]).scheme not in ("http", "https"):
         raise ConfigError(f"{origin('dispatch_routing_url')}: expected an http:// or https:// URL")
     return Config(**values, sources=sources)

@@ -3,16 +3,20 @@
 The readings are last month's (the ingest only takes a week back): the test writes them with SQL into
 the readings table's daily partitions, as the ingest worker would have. Ids and street names carry the
 test's uid, and the assets stand in Bretenière, so that other tests' data in the shared database never
-mixes with these figures.
+mixes with these figures. By street, the figures come from the daily roll-up: the tests roll the days
+themselves, holding the roll-up's lock so that the application's background pass stays out meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from typing import Any
 
+import psycopg
 import pytest
 
-from citypilot.lighting import energy
+from citypilot.lighting import energy, rollup
 from citypilot.lighting.astro import PARIS
 
 from .conftest import problem
@@ -79,11 +83,48 @@ def monthly(city, role: str = "operator", **params):
     return city.client.get("/api/v1/kpi/lighting-energy/monthly", params=params, headers=city.headers(role))
 
 
-def test_by_street_integrates_the_lights_telemetry(city, lit_street):
+async def _with_conn(city, work):
+    async with await psycopg.AsyncConnection.connect(city.stack.endpoints.database_url, autocommit=True) as conn:
+        return await work(conn)
+
+
+def roll(city, *days: dt.date) -> list[rollup.Rolled]:
+    async def work(conn):
+        return [await rollup.roll_up(conn, day) for day in days]
+    return asyncio.run(_with_conn(city, work))
+
+
+def pending(city, today: dt.date) -> list[dt.date]:
+    return asyncio.run(_with_conn(city, lambda conn: rollup.pending_days(conn, today, retention_days=90)))
+
+
+def daily_rows(city, asset: str) -> dict[dt.date, tuple[Any, ...]]:
+    return {row[0]: row[1:] for row in city.sql(
+        "SELECT day, kwh, covered_s, first_ts, last_ts FROM light_energy_daily WHERE asset_id = %s", (asset,))}
+
+
+@pytest.fixture
+def rolled_by_test(city, lit_street):
+    """The background roll-up held off (its lock taken) and last month's roll-up emptied: what is rolled
+    up of that month is what the test rolls."""
+    with psycopg.connect(city.stack.endpoints.database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (rollup.LOCK_KEY,))
+        first, end = lit_street["start"].date(), lit_street["end"].date()
+        conn.execute("DELETE FROM light_energy_days WHERE day >= %s AND day < %s", (first, end))
+        conn.execute("DELETE FROM light_energy_daily WHERE day >= %s AND day < %s", (first, end))
+        night = lit_street["night"].date()
+        yield night, night + dt.timedelta(days=1)
+
+
+def test_by_street_integrates_the_lights_telemetry(city, lit_street, rolled_by_test):
+    evening, morning = rolled_by_test
+    first, second = roll(city, evening, morning)
+    assert (first.day, second.day) == (evening, morning) and first.lights >= 1 and second.lights >= 1
     r = monthly(city, month=lit_street["month"], by="street", commune="21106")
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["goal_saving_pct"] == 65 and body["source"] == "light_telemetry" and body["partial_month"] is False
+    assert body["through"] == morning.isoformat() and body["days_rolled_up"] == 2
     rows = {g["street"]: g for g in body["groups"]}
     lit = rows[lit_street["street"]]
     # Over 18:00 → 06:15, all dark in that month: the sodium baseline is 1000 W × 12.25 h; the residential
@@ -101,6 +142,88 @@ def test_by_street_integrates_the_lights_telemetry(city, lit_street):
     start, end = lit_street["start"], lit_street["end"]
     assert dark["forecast_kwh"] == round(energy.forecast_kwh(400.0, start, end, "residential", floor_pct=30), 1)
     assert dark["baseline_kwh"] == round(energy.baseline_kwh(1000.0, start, end), 1)
+    # Per day: 18:00 → 24:00 (72 readings, 2.4 kWh) and 00:00 → 06:15 (72 × 300 s + 900 s, 2.5 kWh).
+    a = daily_rows(city, city.id("SL-A"))
+    midnight = dt.datetime.combine(morning, dt.time(), PARIS)
+    assert a[evening][:2] == pytest.approx((2.4, 21_600)) and a[morning][:2] == pytest.approx((2.5, 22_500))
+    assert (a[evening][2], a[evening][3]) == (lit_street["night"], midnight)
+    assert (a[morning][2], a[morning][3]) == (midnight, midnight + dt.timedelta(hours=6, minutes=15))
+    assert daily_rows(city, city.id("SL-B")) == {}  # no reading, no row
+
+    # Rolled again, a day gives the same figures (its rows replaced, not added to).
+    roll(city, evening, morning, evening)
+    assert daily_rows(city, city.id("SL-A")) == a
+    again = monthly(city, month=lit_street["month"], by="street", commune="21106").json()
+    assert {g["street"]: g for g in again["groups"]}[lit_street["street"]] == lit
+    assert again["days_rolled_up"] == 2 and again["total"] == body["total"]
+
+
+def test_by_street_counts_only_the_days_rolled_up(city, lit_street, rolled_by_test):
+    evening, morning = rolled_by_test
+    params = {"month": lit_street["month"], "by": "street", "commune": "21106"}
+    body = monthly(city, **params).json()  # nothing rolled up yet: no data, and it says so
+    assert body["through"] is None and body["days_rolled_up"] == 0
+    lit = {g["street"]: g for g in body["groups"]}[lit_street["street"]]
+    assert lit["actual_kwh"] is None and lit["coverage_pct"] == 0.0
+    roll(city, evening)  # the evening only: the morning's readings are not integrated live
+    body = monthly(city, **params).json()
+    assert body["through"] == evening.isoformat() and body["days_rolled_up"] == 1
+    lit = {g["street"]: g for g in body["groups"]}[lit_street["street"]]
+    night, midnight = lit_street["night"], dt.datetime.combine(morning, dt.time(), PARIS)
+    assert lit["actual_kwh"] == 2.4  # 400 W × 6 h
+    assert lit["forecast_kwh"] == round(energy.forecast_kwh(400.0, night, midnight, "residential", floor_pct=30), 1)
+    assert lit["baseline_kwh"] == round(energy.baseline_kwh(1000.0, night, midnight), 1)
+    period_s = (lit_street["end"] - lit_street["start"]).total_seconds()
+    assert lit["coverage_pct"] == round(100 * 21_600 / (2 * period_s), 1)
+    # The cabinets' meters do not depend on the roll-up.
+    cabinets = monthly(city, month=lit_street["month"], by="cabinet", commune="21106").json()
+    assert "through" not in cabinets and {g["cabinet"]: g for g in cabinets["groups"]}[city.id("CAB-1")]["actual_kwh"] == 300.0
+
+
+def test_a_late_reading_counts_once_its_day_is_rolled_again(city, lit_street, rolled_by_test):
+    evening, morning = rolled_by_test
+    roll(city, evening, morning)
+    params = {"month": lit_street["month"], "by": "street", "commune": "21106"}
+    assert {g["street"]: g for g in monthly(city, **params).json()["groups"]}[lit_street["street"]]["actual_kwh"] == 4.9
+    # Light B's gateway delivers, late, one reading of 1200 W at 23:55: it holds 15 minutes, 5 of them
+    # before midnight (0.1 kWh) and 10 after (0.2 kWh).
+    late = dt.datetime.combine(evening, dt.time(23, 55), PARIS)
+    city.sql("INSERT INTO readings (asset_id, ts, received_at, values) VALUES (%s, %s, now(), "
+             "jsonb_build_object('power_w', 1200.0))", (city.id("SL-B"), late))
+    assert {g["street"]: g for g in monthly(city, **params).json()["groups"]}[lit_street["street"]]["actual_kwh"] == 4.9
+    roll(city, evening, morning)
+    b = daily_rows(city, city.id("SL-B"))
+    assert b[evening][:2] == pytest.approx((0.1, 300)) and b[morning][:2] == pytest.approx((0.2, 600))
+    assert b[morning][2] == dt.datetime.combine(morning, dt.time(), PARIS)  # clipped to its day
+    lit = {g["street"]: g for g in monthly(city, **params).json()["groups"]}[lit_street["street"]]
+    assert lit["actual_kwh"] == 5.2
+    # A light retired since has no data any more: its rows go when its days are rolled again.
+    city.sql("UPDATE assets SET status = 'retired' WHERE id = %s", (city.id("SL-B"),))
+    removed = roll(city, evening, morning)
+    assert [r.removed for r in removed] == [1, 1] and daily_rows(city, city.id("SL-B")) == {}
+
+
+def test_the_days_pending_a_roll_up(city, lit_street, rolled_by_test):
+    evening, morning = rolled_by_test
+    today = dt.datetime.now(PARIS).date()
+    days = pending(city, today)
+    assert evening in days and morning in days and today not in days and days == sorted(days)
+    roll(city, evening)
+    days = pending(city, today)
+    assert evening not in days and morning in days  # rolled today, long after the day: final
+    # Rolled just after its midnight, the morning is rolled again once, on its second day after.
+    after = dt.datetime.combine(morning + dt.timedelta(days=1), dt.time(0, 10), PARIS)
+    roll(city, morning)
+    city.sql("UPDATE light_energy_days SET rolled_at = %s WHERE day = %s", (after, morning))
+    assert morning not in pending(city, morning + dt.timedelta(days=1))  # yesterday, rolled already
+    assert morning in pending(city, morning + dt.timedelta(days=2))      # the day before: once more
+    assert morning in pending(city, today)
+    roll(city, morning)
+    assert morning not in pending(city, morning + dt.timedelta(days=2))
+    assert morning not in pending(city, morning)  # never a day not over
+    # Never further back than the readings' retention.
+    far = asyncio.run(_with_conn(city, lambda conn: rollup.pending_days(conn, today, retention_days=1)))
+    assert all(day >= today - dt.timedelta(days=1) for day in far)
 
 
 def test_by_cabinet_and_commune_use_the_meters(city, lit_street):
@@ -147,3 +270,28 @@ def test_the_programmes_and_a_december_night(city):
     assert residential[0]["from"] == body["night"]["sunset"] and residential[-1]["to"] == body["night"]["sunrise"]
     assert [s["level_pct"] for s in residential] == [100.0, 50.0, 80.0]
     problem(city.client.get("/api/v1/lighting/programmes"), 401)
+
+
+def test_a_pass_rolls_the_pending_days_unless_another_process_is_rolling(city, lit_street):
+    from psycopg_pool import AsyncConnectionPool
+
+    async def a_pass():
+        pool = AsyncConnectionPool(city.stack.endpoints.database_url, min_size=1, max_size=2, open=False)
+        await pool.open(wait=True)
+        try:
+            return await rollup.roll_pending(pool)
+        finally:
+            await pool.close()
+
+    evening = lit_street["night"].date()
+    morning = evening + dt.timedelta(days=1)
+    with psycopg.connect(city.stack.endpoints.database_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (rollup.LOCK_KEY,))  # another process rolling
+        other.execute("DELETE FROM light_energy_days WHERE day IN (%s, %s)", (evening, morning))
+        assert asyncio.run(a_pass()) == []
+        other.execute("SELECT pg_advisory_unlock(%s)", (rollup.LOCK_KEY,))
+        asyncio.run(a_pass())  # (or the application's own pass, if it came first: the same days rolled)
+    today = dt.datetime.now(PARIS).date()
+    assert evening not in pending(city, today) and morning not in pending(city, today)
+    a = daily_rows(city, city.id("SL-A"))
+    assert a[evening][0] == pytest.approx(2.4) and a[morning][0] == pytest.approx(2.5)

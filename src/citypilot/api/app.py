@@ -202,6 +202,14 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
             app.state.context.extra["commands"] = command_service
             commands_stop = asyncio.Event()
             commands_sweeper = asyncio.create_task(command_service.run(commands_stop), name="commands-sweeper")
+        rollup_stop = asyncio.Event()
+        rollup = None
+        if config.lighting_rollup_every_s:  # the daily per-light energy behind the monthly KPI by street
+            from citypilot.lighting import rollup as lighting_rollup
+
+            rollup = asyncio.create_task(
+                lighting_rollup.run(pool, rollup_stop, config.lighting_rollup_every_s,
+                                    retention_days=config.ingest_retention_days), name="lighting-rollup")
         from citypilot.live.hub import LiveHub
 
         live = LiveHub.from_context(app.state.context)  # the operators' WebSocket feed (routes/live.py)
@@ -211,6 +219,12 @@ def create_app(config: Config, endpoints: Endpoints) -> FastAPI:
             yield
         finally:
             await live.stop()
+            if rollup is not None:  # stops between days; a day being rolled is given a few seconds
+                rollup_stop.set()
+                if not (await asyncio.wait({rollup}, timeout=5))[0]:
+                    from citypilot.runtime.background import cancel
+
+                    await cancel(rollup)
             if commands_sweeper is not None:
                 commands_stop.set()
                 await commands_sweeper

@@ -114,27 +114,26 @@ WHERE c.kind = 'lighting_cabinet' AND c.status <> 'retired' {where}
 ORDER BY c.id
 """
 
+# By street: the lights' daily energy as rolled up by lighting/rollup.py (a row per light and local day,
+# 31 × 34,000 at most a month), not their readings: integrating a month of those took minutes.
 _LIGHTS_SQL = """
 WITH lights AS (
     SELECT a.id, a.commune, {street} AS street, {profile},
            CASE WHEN {lamp} THEN (a.attributes->>'lamp_power_w')::float8 END AS lamp_w,
            CASE WHEN {pre} THEN (a.attributes->>'pre_led_power_w')::float8 END AS pre_w
     FROM assets a WHERE a.kind = 'street_light' AND a.status <> 'retired' {where}
-), steps AS (
-    SELECT r.asset_id, r.ts, (r.values->>'power_w')::float8 AS w,
-           least(extract(epoch FROM coalesce(lead(r.ts) OVER (PARTITION BY r.asset_id ORDER BY r.ts), %(end)s) - r.ts)::float8,
-                 %(hold)s::float8) AS held_s
-    FROM readings r JOIN lights l ON l.id = r.asset_id
-    WHERE r.ts >= %(start)s AND r.ts < %(end)s AND jsonb_typeof(r.values->'power_w') = 'number'
 ), per_light AS (
-    SELECT asset_id, sum(w * held_s) / 3.6e6 AS kwh, sum(held_s) AS covered_s,
-           extract(epoch FROM min(ts))::float8 AS t0, max(extract(epoch FROM ts)::float8 + held_s) AS t1
-    FROM steps GROUP BY asset_id
+    SELECT d.asset_id, sum(d.kwh) AS kwh, sum(d.covered_s) AS covered_s,
+           extract(epoch FROM min(d.first_ts))::float8 AS t0, extract(epoch FROM max(d.last_ts))::float8 AS t1
+    FROM light_energy_daily d JOIN lights l ON l.id = d.asset_id
+    WHERE d.day >= %(first_day)s AND d.day < %(end_day)s
+    GROUP BY d.asset_id
 )
 SELECT l.street, l.commune, l.street_type, l.floor, l.corridor, l.presence, l.lamp_w, l.pre_w,
        p.kwh, p.covered_s, p.t0, p.t1
 FROM lights l LEFT JOIN per_light p ON p.asset_id = l.id
 """
+_ROLLED_DAYS_SQL = "SELECT max(day), count(*) FROM light_energy_days WHERE day >= %(first_day)s AND day < %(end_day)s"
 
 
 @router.get("/api/v1/kpi/lighting-energy/monthly",
@@ -157,12 +156,17 @@ async def lighting_energy_monthly(
     and it costs four index look-ups per cabinet. A light's commune there is its cabinet's. By street
     it is the lights' own ``power_w`` readings integrated over time (a reading holds until the next, 15
     minutes at most), as only lights know their street: the street is the sheet's ``street`` attribute,
-    else the address without its house number. A group without data has nulls, not zeros; its forecast
-    and baseline are then over the whole period."""
+    else the address without its house number. The integration is the daily roll-up's
+    (``lighting/rollup.py``): only the days rolled up count (never today), ``through`` is the last of
+    them in the month (null if none) and ``days_rolled_up`` how many there are. A group without data
+    has nulls, not zeros; its forecast and baseline are then over the whole period."""
     if by not in GROUPINGS:
         raise Problem(400, f"by must be one of {', '.join(GROUPINGS)}, not {by!r}", type_="invalid-parameter", field="by")
     label, start, end, partial = _month(month)
-    params: dict[str, Any] = {"start": start, "end": end, "hold": report.HOLD_S, "commune": commune}
+    # the local days of the period; today, not over, is never rolled up (end is then now)
+    params: dict[str, Any] = {"start": start, "end": end, "commune": commune, "first_day": start.date(),
+                              "end_day": end.date()}
+    rolled: dict[str, Any] = {}
     units: list[report.Unit] = []
     covered: dict[int, float] | None = None
     names: dict[Hashable, dict[str, Any]] = {}
@@ -187,6 +191,8 @@ async def lighting_energy_monthly(
         else:
             sql = _LIGHTS_SQL.format(street=_STREET_SQL, profile=_PROFILE_SQL, lamp=_NUMBER.format("lamp_power_w"), pre=_NUMBER.format("pre_led_power_w"),
                 where="AND a.commune = %(commune)s" if commune else "")
+            through, days = (await (await conn.execute(_ROLLED_DAYS_SQL, params)).fetchone()) or (None, 0)
+            rolled = {"through": through.isoformat() if through else None, "days_rolled_up": days}
             covered = {}
             for street, code, *profile, lamp_w, pre_w, kwh, covered_s, t0, t1 in await (
                     await conn.execute(sql, params)).fetchall():
@@ -210,7 +216,7 @@ async def lighting_energy_monthly(
     summary = whole.as_dict()
     return FastJSONResponse({
         "month": label, "by": by, "from": start.isoformat(), "to": end.isoformat(), "partial_month": partial,
-        "source": "light_telemetry" if by == "street" else "cabinet_meters",
+        "source": "light_telemetry" if by == "street" else "cabinet_meters", **rolled,
         "goal_saving_pct": energy.GOAL_SAVING_PCT, "meets_goal": summary["meets_goal"],
         "total": summary, "groups_without_data": sum(1 for f in groups.values() if f.units_with_data == 0),
         "groups": rows})
