@@ -90,7 +90,7 @@ SETTINGS: tuple[Setting, ...] = (
                                                "line with a detour factor."),
     Setting("dispatch_stale_after_s", int, 120, "A vehicle position older than this is not used to dispatch."),
     Setting("dispatch_detour_percent", int, 130, "Road distance as a share of the straight line (straight-line mode)."),
-    Setting("commands_ack_timeout_s", int, 5, "A command a device has not answered in this many seconds is sent again..."),
+    Setting("commands_ack_timeout_s", int, 3, "A command a device has not answered in this many seconds is sent again..."),
     Setting("commands_max_attempts", int, 3, "...up to this many times in all (if its kind allows), then it has timed out."),
     Setting("commands_ttl_s", int, 60, "A command not carried out this long after it was authorised has expired."),
     Setting("commands_approval_threshold", int, 1000, "A batch to more assets than this needs a second person's approval."),
