@@ -70,3 +70,9 @@ def test_bad_periods_and_callers_are_refused(city):
     problem(city.client.get(url, headers=city.headers(), params={"since": "yesterday"}), 422)
     problem(city.client.get(url), 401)
     problem(city.client.get(url, headers=city.headers("dpo")), 403)
+    # the interventions KPI checks its period the same way
+    assert problem(city.client.get("/api/v1/kpi/interventions", headers=city.headers(),
+                                   params={"until": "2026-11-01T00:00:00"}), 400)["field"] == "until"
+    ok = city.client.get("/api/v1/kpi/interventions", headers=city.headers(),
+                         params={"since": "2026-11-01T00:00:00Z", "until": "2026-11-02T00:00:00Z"})
+    assert ok.status_code == 200, ok.text

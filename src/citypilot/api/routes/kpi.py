@@ -12,6 +12,7 @@ from citypilot.auth.accounts import Principal
 from citypilot.auth.roles import REGISTRY_READERS, WORK_ORDER_READERS, Role
 
 from ..context import AppContext, get_context
+from ..periods import checked_period
 from ..problems import Problem
 from ..responses import FastJSONResponse
 from ..security import allow
@@ -68,14 +69,6 @@ async def interventions(
     from citypilot.auth.roles import sees_restricted
     from citypilot.workorders.kpi import intervention_kpis
 
-    now = dt.datetime.now(dt.timezone.utc)
-    until = until or now
-    since = since or until - dt.timedelta(days=30)
-    for name, value in (("since", since), ("until", until)):
-        if value.tzinfo is None:
-            raise Problem(400, f"{name} needs a time zone (e.g. 2026-11-21T08:00:00+01:00)", type_="invalid-parameter",
-                          field=name)
-    if since >= until:
-        raise Problem(400, "since must be before until", type_="invalid-parameter", field="since")
+    since, until = checked_period(since, until, dt.timedelta(days=30))
     async with context.pool.connection() as conn:
         return FastJSONResponse(await intervention_kpis(conn, since, until, sees_restricted(principal.role)))

@@ -11,7 +11,7 @@ from citypilot.auth.roles import REGISTRY_READERS
 from citypilot.transport.bus_priority import per_line
 
 from ..context import AppContext, get_context
-from ..problems import Problem
+from ..periods import checked_period
 from ..responses import FastJSONResponse
 from ..security import allow
 
@@ -30,16 +30,6 @@ async def bus_priority(
     granted (``share_served_pct``) and the red wait the granted ones spared the buses (``time_saved_s``).
     A line with no request in the period is absent; a period without any gives an empty list and a
     null share, not 0 %."""
-    until = until or dt.datetime.now(dt.timezone.utc)
-    since = since or until - dt.timedelta(hours=24)
-    for name, value in (("since", since), ("until", until)):
-        if value.tzinfo is None:
-            raise Problem(400, f"{name} needs a time zone (e.g. 2026-11-21T08:00:00+01:00)", type_="invalid-parameter",
-                          field=name)
-    if since >= until:
-        raise Problem(400, "since must be before until", type_="invalid-parameter", field="since")
-    if until - since > MAX_PERIOD:
-        raise Problem(400, "the period is longer than a year: ask year by year", type_="invalid-parameter",
-                      field="since")
+    since, until = checked_period(since, until, dt.timedelta(hours=24), MAX_PERIOD)
     async with context.pool.connection() as conn:
         return FastJSONResponse(await per_line(conn, since, until))
