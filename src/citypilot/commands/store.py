@@ -15,15 +15,12 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from citypilot.geo import paths
+from citypilot.registry.streets import STREET_NAME_SQL
 from citypilot.safety.interlocks import AssetFacts
 
 from .lifecycle import CommandError
 
 MAX_TARGETS = 50_000
-# The street an asset stands on, without house number or commune: the sheet's ``street`` attribute, else
-# its address ("12 bis rue Monge, Dijon" -> "rue Monge").
-STREET_NAME_SQL = ("coalesce(nullif(a.attributes->>'street', ''), btrim(split_part(regexp_replace(coalesce(a.address, ''), "
-                   "'^\\s*\\d+\\s*(bis|ter|quater)?\\s*,?\\s*', '', 'i'), ',', 1)))")
 PATH_WITHIN_M = 30.0  # a junction on the route: its stop lines within a street's width of the drawn path
 
 

@@ -14,6 +14,7 @@ from citypilot.auth.accounts import Principal
 from citypilot.auth.roles import REGISTRY_READERS
 from citypilot.lighting import energy, policy, report
 from citypilot.lighting.astro import PARIS
+from citypilot.registry.streets import STREET_SQL
 from citypilot.safety.interlocks import DEFAULT_FLOOR_PCT
 
 from ..context import AppContext, get_context
@@ -24,11 +25,6 @@ from ..security import allow
 router = APIRouter(tags=["lighting"])
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 GROUPINGS = ("commune", "cabinet", "street")
-STREET_TYPES = ("residential", "commercial", "bypass", "pedestrian")
-# The street a light stands on: its sheet's ``street`` attribute, else its address without the house
-# number ("12 bis rue Monge, Dijon" -> "rue Monge, Dijon").
-_STREET_SQL = ("coalesce(nullif(a.attributes->>'street', ''), nullif(regexp_replace(coalesce(a.address, ''), "
-               "'^\\s*\\d+\\s*(bis|ter|quater)?\\s*,?\\s*', '', 'i'), ''))")
 _PROFILE_SQL = ("a.attributes->>'street_type' AS street_type, a.attributes->'safety_floor_pct' AS floor, "
                 "a.attributes->'ecological_corridor' AS corridor, a.attributes->'presence_detection' AS presence")
 _NUMBER = "jsonb_typeof(a.attributes->'{0}') = 'number'"
@@ -189,8 +185,9 @@ async def lighting_energy_monthly(
                 names[group] = ({"cabinet": cab, "name": name, "commune": code} if by == "cabinet"
                                 else {"commune": code})
         else:
-            sql = _LIGHTS_SQL.format(street=_STREET_SQL, profile=_PROFILE_SQL, lamp=_NUMBER.format("lamp_power_w"), pre=_NUMBER.format("pre_led_power_w"),
-                where="AND a.commune = %(commune)s" if commune else "")
+            sql = _LIGHTS_SQL.format(street=STREET_SQL, profile=_PROFILE_SQL, lamp=_NUMBER.format("lamp_power_w"),
+                                     pre=_NUMBER.format("pre_led_power_w"),
+                                     where="AND a.commune = %(commune)s" if commune else "")
             through, days = (await (await conn.execute(_ROLLED_DAYS_SQL, params)).fetchone()) or (None, 0)
             rolled = {"through": through.isoformat() if through else None, "days_rolled_up": days}
             covered = {}
